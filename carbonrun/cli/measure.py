@@ -1,0 +1,56 @@
+"""Terminal side of a measured run: live table while it runs, summary after, exit code."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import List
+
+from carbonrun.errors import CarbonrunError
+from carbonrun.settings import Settings
+
+
+def measure(argv: List[str], st: Settings) -> int:
+    from carbonrun.runner import execute, prepare
+    from carbonrun.session import LaunchError
+
+    p = prepare(argv, st)
+    live = None
+    if not st.quiet and st.live and sys.stderr.isatty():
+        from carbonrun.cli.live import LiveTable
+
+        live = LiveTable(sys.stderr)
+    try:
+        record, outcome = execute(p, argv, on_draw=live.draw if live else None,
+                                  on_start=live.start if live else None)
+    except LaunchError as e:
+        raise CarbonrunError(str(e), e.exit_code) from None
+    finally:
+        if live:
+            live.stop()
+    from carbonrun.record import public
+
+    if st.json:
+        _write_json(st.json, public(record))
+    summary(record, quiet=st.quiet)
+    return outcome.exit_code if outcome.exit_code is not None else 1
+
+
+def _write_json(path: str, record: dict) -> None:
+    try:
+        with open(path, "w") as f:
+            json.dump(record, f, indent=2)
+            f.write("\n")
+    except OSError as e:
+        sys.stderr.write(f"carbonrun: warning: cannot write {path}: {e.strerror} (the run is in the store)\n")
+
+
+def summary(record: dict, quiet: bool) -> None:
+    from carbonrun.cli.render import color_enabled, terminal_width
+
+    if quiet:
+        from carbonrun.report.oneline import render as oneline
+        sys.stderr.write(oneline(record) + "\n")
+        return
+    from carbonrun.report.table import render
+
+    sys.stderr.write(render(record, color=color_enabled(sys.stderr), width=terminal_width(sys.stderr)))

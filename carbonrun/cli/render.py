@@ -1,0 +1,18 @@
+"""Terminal manners: colour only on a terminal without NO_COLOR, widths that fit."""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import IO
+
+
+def color_enabled(stream: IO) -> bool:
+    if "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb":
+        return False
+    return stream.isatty() or bool(os.environ.get("FORCE_COLOR"))
+
+
+def terminal_width(stream: IO, default: int = 100) -> int:
+    if stream.isatty():
+        return max(40, shutil.get_terminal_size((default, 24)).columns)
+    return default

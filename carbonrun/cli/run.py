@@ -1,0 +1,76 @@
+"""`carbonrun run`: measure one command, show it live, store it, summarise it."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import click
+
+from carbonrun.errors import CarbonrunError
+from carbonrun.settings import SPECS, env_name
+
+
+def run_options(f):
+    """The measurement options, shared by `run` and commands that run things (gate, sweep)."""
+    opts = [
+        click.option("--interval", metavar="SECONDS", help=SPECS["interval"].help + " [default: 0.1]"),
+        click.option("--pue", metavar="X", help=SPECS["pue"].help + " [default: 1.0]"),
+        click.option("--region", metavar="REGION", help=SPECS["region"].help),
+        click.option("--intensity", metavar="G", help=SPECS["intensity"].help),
+        click.option("--intensity-file", metavar="FILE", help=SPECS["intensity_file"].help),
+        click.option("--provider", metavar="NAME", help=SPECS["provider"].help + ": uk, electricitymaps, watttime"),
+        click.option("--provider-url", metavar="URL", help=SPECS["provider_url"].help, hidden=True),
+        click.option("--attribution", type=click.Choice(["process", "machine"]), help=SPECS["attribution"].help),
+        click.option("--tag", "tags", multiple=True, metavar="K=V", help="label the run (repeatable)"),
+        click.option("--gpus", metavar="LIST", help=SPECS["gpus"].help),
+        click.option("--scc", metavar="L,C,H", help=SPECS["scc"].help),
+        click.option("--store", metavar="PATH", help=SPECS["store"].help),
+        click.option("--rapl-root", metavar="DIR", hidden=True),
+        click.option("--proc-root", metavar="DIR", hidden=True),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def flag_values(ctx: click.Context, params: Dict[str, Any]) -> Dict[str, Tuple[Any, str]]:
+    """What the user gave on the command line, for settings.resolve (env is read there)."""
+    out = {}
+    for name, value in params.items():
+        if name in SPECS and value not in (None, (), False):
+            out[name] = (list(value) if isinstance(value, tuple) else value, "flag")
+    return out
+
+
+@click.command(context_settings={"allow_interspersed_args": False},
+               epilog="Examples:\n\n  carbonrun run -- python train.py --epochs 3\n\n"
+                      "  carbonrun --region gcp:europe-west9 --pue 1.1 make test\n\n"
+                      "  carbonrun --quiet --json run.json -- ./bench")
+@run_options
+@click.option("--quiet", "-q", is_flag=True, help="No live table; a one-line summary.")
+@click.option("--no-live", "no_live", is_flag=True, help="No live table; the full summary at the end.")
+@click.option("--json", "json_path", metavar="FILE", help="Also write the run record to FILE.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, command: Tuple[str, ...], quiet: bool, no_live: bool, json_path: Optional[str],
+        **params: Any) -> int:
+    """Measure COMMAND: energy per component, the job's share, kg CO2eq, social cost.
+
+    carbonrun exits with COMMAND's exit code (128+N when a signal N killed it, 127 when it
+    cannot be found, 126 when it cannot be executed). Signals sent to carbonrun reach COMMAND.
+    """
+    from carbonrun.session import block_signals
+
+    block_signals()  # before anything could start a thread: signals are taken with sigtimedwait
+    params.update(quiet=quiet or None, live=False if no_live else None, json=json_path)
+    from carbonrun import settings as settings_mod
+
+    flags = flag_values(ctx, params)
+    if no_live:
+        flags["live"] = (False, "flag")
+    st = settings_mod.resolve(flags)
+    from carbonrun.cli.measure import measure
+
+    return measure(list(command), st)

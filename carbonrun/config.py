@@ -1,0 +1,158 @@
+"""TOML configuration files with provenance: the nearest project file, then the user file.
+
+Project layer: walking up from cwd, the first directory holding a `carbonrun.toml` (the whole file is
+the table; it wins over a pyproject.toml beside it) or a `pyproject.toml` with a `[tool.carbonrun]`
+table. A pyproject.toml without that table does not stop the walk, so a sub-package's pyproject does
+not hide the settings of the repository around it.
+User layer: `$XDG_CONFIG_HOME/carbonrun/config.toml` (default `$HOME/.config/carbonrun/config.toml`).
+
+Keys are the setting names of settings.SPECS, spelled with `-` or `_`. Values pass through raw:
+settings.resolve converts them and puts the layer label in its errors. The one other key is
+`providers`, a table of per-provider tables (tokens, ...): resolve reads only SPECS names, so it never
+sees it; the live providers read it from the layer dicts.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from carbonrun.errors import CarbonrunError
+
+Layer = Tuple[str, Dict[str, Any]]
+PYPROJECT_SECTION = "tool.carbonrun"
+
+
+def load_layers(cwd: str, env: Mapping[str, str]) -> List[Layer]:
+    """Config layers, highest precedence first: [(label, {setting: raw value})].
+
+    The label ("project /p/carbonrun.toml", "user /h/.config/carbonrun/config.toml") is what
+    `carbonrun config` shows as a setting's source.
+    """
+    layers: List[Layer] = []
+    project = _project_layer(cwd)
+    if project is not None:
+        layers.append(project)
+    user = user_config_path(env)
+    if os.path.isfile(user):
+        text = _read(user)
+        layers.append((f"user {user}", _settings(user, text, _parse(user, text), None)))
+    return layers
+
+
+def user_config_path(env: Mapping[str, str]) -> str:
+    """XDG location; HOME comes from `env` first so tests and `env -i` runs stay isolated."""
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(xdg):  # the XDG spec says to ignore an empty or relative value
+        xdg = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
+    return os.path.join(xdg, "carbonrun", "config.toml")
+
+
+def explain(settings: Any) -> List[Tuple[str, Any, str]]:
+    """(name as spelled in files and flags, value, source label) for every setting, in SPECS order."""
+    from carbonrun.settings import SPECS
+
+    return [(name.replace("_", "-"), settings.values.get(name), settings.sources.get(name, "default"))
+            for name in SPECS]
+
+
+def _project_layer(cwd: str) -> Optional[Layer]:
+    directory = os.path.abspath(cwd)
+    while True:
+        path = os.path.join(directory, "carbonrun.toml")
+        if os.path.isfile(path):
+            text = _read(path)
+            return f"project {path}", _settings(path, text, _parse(path, text), None)
+        path = os.path.join(directory, "pyproject.toml")
+        if os.path.isfile(path):
+            text = _read(path)
+            # Cheap test first: most pyprojects never mention us, and then TOML is not even imported.
+            if "carbonrun" in text:
+                tool = _parse(path, text).get("tool")
+                if isinstance(tool, dict) and "carbonrun" in tool:
+                    return f"project {path}", _settings(path, text, tool["carbonrun"], PYPROJECT_SECTION)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CarbonrunError(f"{path}: cannot read config file: {e}") from None
+
+
+def _parse(path: str, text: str) -> Dict[str, Any]:
+    """TOML, imported only here: start-up without a config file never pays for it."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python < 3.11 only
+        import tomli as tomllib
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        reason = str(e)
+        m = re.search(r"\s*\(at (?:line (\d+), column \d+|end of document)\)$", reason)
+        if m is None:
+            raise CarbonrunError(f"{path}: invalid TOML: {reason}") from None
+        line = m.group(1) or max(1, len(text.splitlines()))  # "end of document": the last line
+        where, reason = f"{path}:{line}", reason[:m.start()]
+        raise CarbonrunError(f"{where}: invalid TOML: {reason}") from None
+
+
+def _settings(path: str, text: str, table: Any, section: Optional[str]) -> Dict[str, Any]:
+    """Check the keys (typos should fail loudly, not be ignored) and normalise `-` to `_`."""
+    from carbonrun.settings import SPECS
+
+    name = f"[{section}]" if section else "the file"
+    if not isinstance(table, dict):
+        raise CarbonrunError(f"{path}: {section or 'the config'} must be a table of settings")
+    out: Dict[str, Any] = {}
+    spelled: Dict[str, str] = {}
+    for key, value in table.items():
+        norm = key.replace("-", "_")
+        if norm in SPECS and norm not in spelled:  # the common case: no line lookup needed
+            spelled[norm], out[norm] = key, value
+            continue
+        where = f"{path}:{_line_of(text, key, section)}"
+        if norm != "providers" and norm not in SPECS:
+            raise CarbonrunError(f"{where}: unknown setting {key!r} in {name}{_suggest(key, SPECS)}")
+        if norm == "providers" and not isinstance(value, dict):
+            prefix = f"{section}." if section else ""
+            raise CarbonrunError(f"{where}: providers must be a table, like [{prefix}providers.electricitymaps]")
+        if norm in spelled:
+            raise CarbonrunError(f"{where}: {norm.replace('_', '-')} is set twice "
+                                 f"(as {spelled[norm]!r} and {key!r})")
+        spelled[norm] = key
+        out[norm] = value
+    return out
+
+
+def _suggest(key: str, specs: Mapping[str, Any]) -> str:
+    import difflib
+
+    norm = key.replace("-", "_")
+    close = difflib.get_close_matches(norm, [*specs, "providers"], n=1, cutoff=0.6)
+    if not close:
+        return "; `carbonrun config` lists the settings"
+    return f"; did you mean {close[0] if '_' in key else close[0].replace('_', '-')!r}?"
+
+
+def _line_of(text: str, key: str, section: Optional[str]) -> str:
+    """The line defining `key` (as `key = `, `key.x = `, or a `[...key]` header), searched from the
+    section header on; "?" when it cannot be found (unusual quoting)."""
+    lines = text.splitlines()
+    start = 0
+    if section:
+        header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, section.split("."))) + r"\s*[\].]")
+        start = next((i for i, line in enumerate(lines) if header.match(line)), 0)
+    pattern = re.compile(r"""^\s*(?:\[+\s*)?(?:[\w\-"'. ]*\.\s*)?["']?""" + re.escape(key) + r"""["']?\s*[=.\]]""")
+    for order in (range(start, len(lines)), range(0, start)):
+        for i in order:
+            if pattern.match(lines[i]):
+                return str(i + 1)
+    return "?"

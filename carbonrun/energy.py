@@ -1,0 +1,113 @@
+"""Accounting per attribution step: machine and job joules per meter, kg CO2eq, a bounded timeline.
+
+Emissions are integrated step by step, kg = sum(E_t x PUE x CI_t), so a grid whose intensity changes
+during the run is weighted by when the energy was actually used (Haghshenas et al., 2022).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+from carbonrun.collectors.base import JobView, Meter
+
+J_PER_KWH = 3.6e6
+
+
+class Timeline:
+    """Average watts per component in buckets whose width doubles when full: bounded memory, best resolution."""
+
+    def __init__(self, components: Sequence[str], max_points: int = 2000) -> None:
+        self.max_points = max_points
+        self.width = 0.0  # bucket width in seconds; 0 keeps every step until the first merge
+        self.t: List[float] = []
+        self.j: Dict[str, List[float]] = {c: [] for c in components}
+        self.dt: List[float] = []
+        self._open_since: Optional[float] = None
+
+    def add(self, t: float, dt: float, joules: Dict[str, float]) -> None:
+        if self.dt and self._open_since is not None and t - self._open_since < self.width:
+            self.t[-1] = t
+            self.dt[-1] += dt
+            for c, v in joules.items():
+                self.j[c][-1] += v
+            return
+        if len(self.t) >= self.max_points:
+            self._halve()
+        self.t.append(t)
+        self.dt.append(dt)
+        for c in self.j:
+            self.j[c].append(joules.get(c, 0.0))
+        self._open_since = t - dt
+
+    def _halve(self) -> None:
+        """Merge neighbours pairwise; later steps fill buckets twice as wide."""
+        self.t = self.t[1::2] + ([self.t[-1]] if len(self.t) % 2 else [])
+        self.dt = [sum(self.dt[i:i + 2]) for i in range(0, len(self.dt), 2)]
+        for c, v in self.j.items():
+            self.j[c] = [sum(v[i:i + 2]) for i in range(0, len(v), 2)]
+        self.width = max(self.dt) if self.dt else 0.0
+
+    def to_record(self) -> dict:
+        watts = {c: [round(e / d, 3) if d > 0 else 0.0 for e, d in zip(v, self.dt)] for c, v in self.j.items()}
+        return {"t": [round(x, 3) for x in self.t], "watts": watts}
+
+
+class Accountant:
+    """Turns meter readings and the job's share into energy and emissions, one step at a time."""
+
+    def __init__(self, meters: Sequence[Meter], intensity_at: Callable[[float], float], pue: float,
+                 attribution: str, max_points: int = 2000) -> None:
+        self.meters = list(meters)
+        self.intensity_at = intensity_at
+        self.pue = pue
+        self.attribution = attribution
+        n = len(self.meters)
+        self.machine_j = [0.0] * n
+        self.job_j = [0.0] * n
+        self._prev = [0.0] * n
+        self.kg = self.kg_low = self.kg_high = 0.0
+        self.g_weighted = 0.0  # sum(kWh x CI), for the energy-weighted mean intensity
+        self.timeline = Timeline(sorted({m.component for m in self.meters}), max_points)
+        self._t_prev = 0.0
+
+    def step(self, t: float, wall: float, readings: Sequence[float], job: JobView) -> None:
+        """One attribution step ending at session time t (s) and unix time wall."""
+        counted = low = high = 0.0
+        by_component: Dict[str, float] = {}
+        for i, m in enumerate(self.meters):
+            delta = readings[i] - self._prev[i]
+            self._prev[i] = readings[i]
+            if delta <= 0:
+                continue
+            share = m.job_share(job)
+            job_delta = delta * (job.cpu_share if share is None else share)
+            self.machine_j[i] += delta
+            self.job_j[i] += job_delta
+            by_component[m.component] = by_component.get(m.component, 0.0) + delta
+            if m.counted:
+                e = job_delta if self.attribution == "process" else delta
+                counted += e
+                low += e * m.low_factor
+                high += e * m.high_factor
+        dt = t - self._t_prev
+        self._t_prev = t
+        if dt > 0:
+            self.timeline.add(t, dt, by_component)
+        if counted > 0:
+            ci = self.intensity_at(wall)
+            kwh = counted * self.pue / J_PER_KWH
+            self.g_weighted += kwh * ci
+            self.kg += kwh * ci / 1000
+            self.kg_low += low * self.pue / J_PER_KWH * ci / 1000
+            self.kg_high += high * self.pue / J_PER_KWH * ci / 1000
+
+    def kwh(self, which: str) -> float:
+        js = self.job_j if which == "job" else self.machine_j
+        return sum(j for j, m in zip(js, self.meters) if m.counted) / J_PER_KWH
+
+    def total_kwh(self) -> float:
+        return self.kwh("job" if self.attribution == "process" else "machine") * self.pue
+
+    def mean_intensity(self) -> Optional[float]:
+        """Energy-weighted mean g/kWh actually applied, or None before any energy."""
+        total = self.total_kwh()
+        return self.g_weighted / total if total > 0 else None

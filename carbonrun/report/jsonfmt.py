@@ -1,0 +1,17 @@
+"""The run record as JSON (schema carbonrun.run/1)."""
+from __future__ import annotations
+
+import json
+from typing import List
+
+
+def render(record: dict, *, color: bool = False, width: int = 100) -> str:
+    from carbonrun.record import public
+
+    return json.dumps(public(record), indent=2) + "\n"
+
+
+def render_many(records: List[dict]) -> str:
+    from carbonrun.record import public
+
+    return json.dumps([public(r) for r in records], indent=2) + "\n"

@@ -1,0 +1,126 @@
+"""Every setting in one table, and their resolution: flags > CARBONRUN_* env > project > user > defaults."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from carbonrun.errors import CarbonrunError
+
+
+def _positive(kind: str, minimum: float) -> Callable[[Any], float]:
+    def convert(v: Any) -> float:
+        x = float(v)
+        if x < minimum:
+            raise ValueError(f"{kind} must be at least {minimum:g}")
+        return x
+    return convert
+
+
+def _choice(*names: str) -> Callable[[Any], str]:
+    def convert(v: Any) -> str:
+        if str(v) not in names:
+            raise ValueError(f"must be one of {', '.join(names)}")
+        return str(v)
+    return convert
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _tags(v: Any) -> Dict[str, str]:
+    """K=V pairs from a flag list, a comma/space separated string, or a TOML table."""
+    if isinstance(v, Mapping):
+        return {str(k): str(x) for k, x in v.items()}
+    items = v if isinstance(v, (list, tuple)) else str(v).replace(",", " ").split()
+    out = {}
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0]:
+            raise ValueError(f"tag {item!r} is not KEY=VALUE")
+        k, val = item.split("=", 1)
+        out[k] = val
+    return out
+
+
+@dataclass(frozen=True)
+class Spec:
+    convert: Callable[[Any], Any]
+    default: Any
+    help: str
+
+
+SPECS: Dict[str, Spec] = {
+    "interval": Spec(_positive("interval", 0.001), 0.1, "seconds between energy samples (0.001 to ...)"),
+    "pue": Spec(_positive("PUE", 1.0), 1.0, "data-centre power usage effectiveness (1.0 = the machine only)"),
+    "region": Spec(str, None, "grid region: ISO country (FR, FRA, France) or aws:/gcp:/azure: cloud region"),
+    "intensity": Spec(_positive("intensity", 0.0), None, "fixed grid intensity, g CO2eq per kWh"),
+    "intensity_file": Spec(str, None, "CSV or JSON time series of g CO2eq per kWh"),
+    "provider": Spec(_choice("uk", "electricitymaps", "watttime"), None, "live intensity provider"),
+    "provider_url": Spec(str, None, "base URL of the live provider (mirrors, tests)"),
+    "attribution": Spec(_choice("process", "machine"), "process", "count the job's process tree, or the machine"),
+    "tags": Spec(_tags, {}, "KEY=VALUE labels stored with the run"),
+    "quiet": Spec(_bool, False, "no live table; a one-line summary"),
+    "live": Spec(_bool, True, "draw the live table when stderr is a terminal"),
+    "json": Spec(str, None, "also write the run record to this file"),
+    "store": Spec(str, None, "the run store (SQLite file)"),
+    "gpus": Spec(str, "all", "GPUs to meter: all, none, or indices like 0,2"),
+    "scc": Spec(str, None, "social cost of carbon LOW,CENTRAL,HIGH in USD per tonne"),
+    "rapl_root": Spec(str, "/sys/class/powercap", "powercap root (for containers and tests)"),
+    "proc_root": Spec(str, "/proc", "procfs root"),
+}
+
+
+def env_name(name: str) -> str:
+    return "CARBONRUN_" + name.upper()
+
+
+@dataclass
+class Settings:
+    values: Dict[str, Any] = field(default_factory=dict)
+    sources: Dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _convert(name: str, raw: Any, where: str) -> Any:
+    try:
+        return SPECS[name].convert(raw)
+    except (TypeError, ValueError) as e:
+        raise CarbonrunError(f"invalid {name.replace('_', '-')} {raw!r} ({where}): {e}") from None
+
+
+def resolve(flags: Mapping[str, Tuple[Any, str]], env: Optional[Mapping[str, str]] = None,
+            cwd: Optional[str] = None) -> Settings:
+    """Merge the layers. `flags` maps a setting to (value, "flag" | "env") for what click saw."""
+    from carbonrun import config
+
+    env = os.environ if env is None else env
+    layers = config.load_layers(cwd or os.getcwd(), env)  # [(label, {name: value})], highest first
+    out = Settings()
+    for name, spec in SPECS.items():
+        if name in flags and flags[name][0] is not None:
+            value, how = flags[name]
+            where = "flag" if how == "flag" else f"env {env_name(name)}"
+        elif env_name(name) in env and name not in flags:
+            value, where = env[env_name(name)], f"env {env_name(name)}"
+        else:
+            value, where = spec.default, "default"
+            for label, table in layers:
+                if name in table:
+                    value, where = table[name], label
+                    break
+        out.values[name] = value if value is None or where == "default" else _convert(name, value, where)
+        out.sources[name] = where
+    return out

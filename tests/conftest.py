@@ -1,0 +1,46 @@
+"""Shared fixtures: run the real `carbonrun` CLI as a subprocess in an isolated home."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class CLI:
+    """`carbonrun` in a subprocess with its own store, config and cache directories."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CARBONRUN_")}
+        self.env.update(
+            HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"),
+            XDG_CACHE_HOME=str(home / "cache"), CARBONRUN_HOME=str(home / "store"),
+            CARBONRUN_RAPL_ROOT=str(home / "no-powercap"), PYTHONPATH=str(ROOT), NO_COLOR="1",
+        )
+        self.env.pop("LD_LIBRARY_PATH", None)
+
+    def argv(self, *args: str) -> List[str]:
+        return [sys.executable, "-m", "carbonrun", *args]
+
+    def __call__(self, *args: str, input: Optional[bytes] = None, timeout: float = 120, env: Optional[dict] = None,
+                 cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), input=input, capture_output=True, timeout=timeout,
+                              env={**self.env, **(env or {})}, cwd=cwd or self.home)
+
+    def record(self, ref: str = "last", env: Optional[dict] = None) -> dict:
+        p = self("report", ref, "--format", "json", env=env)
+        assert p.returncode == 0, p.stderr.decode()
+        return json.loads(p.stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CLI:
+    (tmp_path / "no-powercap").mkdir()
+    return CLI(tmp_path)
