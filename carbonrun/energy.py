@@ -69,6 +69,10 @@ class Accountant:
         self.timeline = Timeline(sorted({m.component for m in self.meters}), max_points)
         self._t_prev = 0.0
 
+    def baseline(self, readings: Sequence[float]) -> None:
+        """The meters' readings when the command starts: energy before that is not the run's."""
+        self._prev = list(readings)
+
     def step(self, t: float, wall: float, readings: Sequence[float], job: JobView) -> None:
         """One attribution step ending at session time t (s) and unix time wall."""
         counted = low = high = 0.0

@@ -107,6 +107,7 @@ class Session:
         self.outcome.started_wall = self.wall()
         for i, m in enumerate(self.meters):  # opening reads, so the first tick has a base
             self._readings[i] = m.read(self.t0)
+        self.acct.baseline(self._readings)
         self.pid = spawn(argv, env)
         self.tree = ProcessTree(self.pid, self.proc_root)
         self._loop()
