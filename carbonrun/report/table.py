@@ -36,27 +36,34 @@ def components_table(record: dict):
 
 
 def summary_lines(record: dict) -> List[str]:
-    e, em, ci, sc = record["energy"], record["emissions"], record.get("intensity", {}), record.get("social_cost_usd", {})
+    """Key figures, one per line; provenance dimmed underneath."""
+    from rich.markup import escape
+
+    e, em, ci = record["energy"], record["emissions"], record.get("intensity", {})
+    sc = record.get("social_cost_usd", {})
     which = "job" if record.get("attribution") == "process" else "machine"
     lines = [
-        f"[bold]energy[/]     {units.energy(e['total_kwh'])} ({units.measured_label(record)}) = {which}"
-        f" {units.energy(e[which + '_kwh'])} x PUE {e['pue']:.2f}; machine {units.energy(e['machine_kwh'])}",
-        f"[bold]intensity[/]  {ci.get('g_per_kwh', 0):.0f} g CO2eq/kWh, {ci.get('region') or 'no region'}"
-        f" [dim]({ci.get('how', ci.get('source', ''))})[/]",
-        f"[bold]emissions[/]  {units.mass(em['kg'])} CO2eq [dim](range {units.mass(em['low_kg'])}"
+        f"[bold]energy     [/] {units.energy(e['total_kwh'])} {units.measured_label(record)}"
+        f" [dim]({which} {units.energy(e[which + '_kwh'])} x PUE {e['pue']:.2f};"
+        f" whole machine {units.energy(e['machine_kwh'])})[/]",
+        f"[bold]intensity  [/] {ci.get('g_per_kwh', 0):.0f} g CO2eq/kWh, {escape(str(ci.get('region') or 'no region'))}"
+        f" [dim]({ci.get('source', '?')})[/]",
+        f"[bold]emissions  [/] {units.mass(em['kg'])} CO2eq [dim](range {units.mass(em['low_kg'])}"
         f" to {units.mass(em['high_kg'])})[/]",
     ]
     if sc:
         lines.append(f"[bold]social cost[/] {units.usd(sc['central'])} [dim]({units.usd(sc['low'])} to"
-                     f" {units.usd(sc['high'])}; {sc.get('basis', '')})[/]")
+                     f" {units.usd(sc['high'])})[/]")
     from carbonrun.carbon import equivalent
 
-    lines.append(f"[bold]equivalent[/] {equivalent(em['kg'])}")
+    lines.append(f"[bold]equivalent [/] {equivalent(em['kg'])}")
     u = record.get("usage", {})
-    if u:
-        lines.append(f"[dim]job CPU {u.get('job_cpu_s', 0):.2f} s of {u.get('machine_busy_cpu_s', 0):.2f} s busy on"
-                     f" the machine; peak RSS {u.get('peak_rss_bytes', 0) / 2**20:.0f} MiB;"
-                     f" {record.get('samples', 0)} samples[/]")
+    lines.append(f"[dim]job CPU {u.get('job_cpu_s', 0):.2f} s of {u.get('machine_busy_cpu_s', 0):.2f} s busy on"
+                 f" the machine; peak RSS {u.get('peak_rss_bytes', 0) / 2**20:.0f} MiB;"
+                 f" {record.get('samples', 0)} samples[/]")
+    for label, text in (("intensity", ci.get("how")), ("social cost", sc.get("basis"))):
+        if text:
+            lines.append(f"[dim]{label}: {escape(text)}[/]")
     return lines
 
 

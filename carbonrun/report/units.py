@@ -1,6 +1,8 @@
 """Human units for energy, mass and money: the same wording in every report."""
 from __future__ import annotations
 
+import math
+
 
 def energy(kwh: float) -> str:
     if kwh >= 1:
@@ -25,11 +27,13 @@ def mass(kg: float) -> str:
 
 
 def usd(x: float) -> str:
+    """Dollars with two significant digits however small (no scientific notation)."""
     if x >= 1:
         return f"${x:,.2f}"
-    if x == 0:
+    if x <= 0:
         return "$0"
-    return f"${x:.2g}" if x >= 1e-4 else f"${x:.1e}"
+    decimals = max(2, 1 - math.floor(math.log10(x)))
+    return f"${x:.{decimals}f}"
 
 
 def duration(s: float) -> str:

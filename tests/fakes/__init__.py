@@ -1,0 +1,1 @@
+"""Fake hardware for tests: trees on disk that behave like the real thing (see powercap.py)."""
