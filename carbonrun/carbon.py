@@ -1,0 +1,451 @@
+"""Grid carbon intensity for a run, and what its emissions mean (social cost, an everyday equivalent).
+
+Resolution order (DESIGN.md, Carbon rules): --intensity > --intensity-file > live provider (only when
+configured) > region table > region guessed from the time zone > world average. The chosen Intensity says
+which and why. Time-varying intensity is integrated per step, kg = sum(E_t x CI_t) (Haghshenas et al.,
+2022), never mean energy x mean intensity.
+"""
+from __future__ import annotations
+
+import bisect
+import csv
+import datetime as _dt
+import io
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from carbonrun.providers.base import Provider, ProviderError, parse_time
+from carbonrun.regions import Region, UnknownRegion, guess_from_timezone, local_timezone, lookup
+
+WORLD_AVERAGE_G = 480.0  # g CO2eq/kWh, 2023 (Ember, Global Electricity Review 2024)
+DEFAULT_SCC = (120.0, 190.0, 340.0)  # US$ per tonne CO2
+EPA_BASIS = ("US EPA (Dec 2023) social cost of carbon, 2020 dollars, emission year 2020: $120/t (2.5% discount), "
+             "$190/t (2.0%, central), $340/t (1.5%)")
+CAR_G_PER_KM = 250.0  # US EPA: about 400 g CO2 per mile for an average passenger car
+FLIGHT_KG = 900.0  # one passenger, New York <-> San Francisco round trip (Strubell et al., 2019)
+RETRY_S = 60.0  # least time between two live refreshes, so a failing provider is not hammered
+_SECRET_KEYS = ("token", "password", "secret", "key", "user")
+
+
+def iso(t: float) -> str:
+    """Unix seconds as ISO 8601 UTC to the second, for notes and records."""
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class IntensityFileError(ValueError):
+    """A bad --intensity-file; the message is one line naming the file and the line or entry."""
+
+
+class StepSeries:
+    """Intensity as a step function of time: each value holds from its start until the next start.
+
+    Coverage runs from the first start to `end`. Outside it the nearest value is used; the caller
+    decides whether that deserves a note.
+    """
+
+    def __init__(self, points: Sequence[Tuple[float, float]], end: Optional[float] = None) -> None:
+        pts = sorted(points)
+        self.starts = [p[0] for p in pts]
+        self.values = [p[1] for p in pts]
+        self.end = end if end is not None else self.starts[-1]
+
+    def add(self, t_from: float, t_to: float, g: float) -> None:
+        """Insert (or replace) a segment; used as live values arrive."""
+        i = bisect.bisect_left(self.starts, t_from)
+        if i < len(self.starts) and self.starts[i] == t_from:
+            self.values[i] = g
+        else:
+            self.starts.insert(i, t_from)
+            self.values.insert(i, g)
+        self.end = max(self.end, t_to)
+
+    def value_at(self, t: float) -> float:
+        i = bisect.bisect_right(self.starts, t) - 1
+        return self.values[max(i, 0)]
+
+    def covers(self, t: float) -> bool:
+        return self.starts[0] <= t <= self.end
+
+    def mean_between(self, t0: float, t1: float) -> float:
+        """Time-weighted mean over [t0, t1]: the exact intensity for constant power over a step."""
+        if t1 <= t0:
+            return self.value_at(t0)
+        cuts = [t0] + self.starts[bisect.bisect_right(self.starts, t0):bisect.bisect_left(self.starts, t1)] + [t1]
+        total = sum(self.value_at(a) * (b - a) for a, b in zip(cuts, cuts[1:]))
+        return total / (t1 - t0)
+
+
+@dataclass
+class Intensity:
+    """The grid intensity a run is accounted with, where it came from, and why.
+
+    g_per_kwh is the figure to show. For a fixed figure it is that figure. For a time series or a
+    live provider it starts as the mean of the series' points (or the current live value) and, once the
+    accountant has called emissions_kg(), becomes the energy-weighted mean over the run, so that
+    kg = total kWh x g_per_kwh / 1000 holds exactly.
+    """
+
+    g_per_kwh: float
+    region: Optional[str]
+    source: str  # flag | file | provider:<name> | table:country | table:cloud | timezone | world-average
+    how: str
+    time_varying: bool = False
+    notes: List[str] = field(default_factory=list)
+    series: Optional[StepSeries] = field(default=None, repr=False)
+    provider: Optional[Provider] = field(default=None, repr=False)
+    _kwh: float = field(default=0.0, init=False, repr=False)
+    _grams: float = field(default=0.0, init=False, repr=False)
+    _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    _thread: Optional[threading.Thread] = field(default=None, init=False, repr=False, compare=False)
+    _next_refresh: float = field(default=0.0, init=False, repr=False)
+    _noted: set = field(default_factory=set, init=False, repr=False, compare=False)
+
+    # -- values -------------------------------------------------------------------------------------
+    def at(self, unix_time: float) -> float:
+        """g CO2eq/kWh at that time (the step value of the interval containing it)."""
+        if self.series is None:
+            return self.g_per_kwh
+        with self._lock:
+            self._check_coverage(unix_time)
+            return self.series.value_at(unix_time)
+
+    def emissions_kg(self, t0: float, t1: float, kwh: float) -> float:
+        """kg CO2eq for kwh used evenly over [t0, t1]; call once per step (it accumulates)."""
+        if self.series is None:
+            return kwh * self.g_per_kwh / 1000.0
+        with self._lock:
+            self._check_coverage(t0)
+            self._check_coverage(t1)
+            grams = kwh * self.series.mean_between(t0, t1)
+            self._kwh += kwh
+            self._grams += grams
+            if self._kwh > 0:
+                self.g_per_kwh = self._grams / self._kwh
+        return grams / 1000.0
+
+    def _check_coverage(self, t: float) -> None:
+        s = self.series
+        if self.source == "file" and s is not None and not s.covers(t) and "coverage" not in self._noted:
+            self._noted.add("coverage")
+            self.notes.append(f"intensity series covers {iso(s.starts[0])}..{iso(s.end)}; "
+                              "the run's times outside it used the nearest value")
+
+    # -- live providers -----------------------------------------------------------------------------
+    def refresh(self, unix_time: float) -> None:
+        """Fetch a newer live value in the background when the current one has run out; never blocks.
+
+        Call it every tick; it does nothing unless the provider's interval (UK 30 min, Electricity Maps
+        1 h, WattTime 5 min) has ended, and retries a failing provider at most every RETRY_S seconds.
+        """
+        if self.provider is None or self.series is None:
+            return
+        with self._lock:
+            busy = self._thread is not None and self._thread.is_alive()
+            if busy or unix_time < max(self._next_refresh, self.series.end):
+                return
+            self._next_refresh = unix_time + RETRY_S
+            self._thread = threading.Thread(target=self._fetch, name="carbonrun-intensity", daemon=True)
+            self._thread.start()
+
+    def _fetch(self) -> None:
+        assert self.provider is not None and self.series is not None
+        try:
+            g, t_from, t_to = self.provider.current()
+        except ProviderError as exc:
+            with self._lock:
+                if "refresh" not in self._noted:
+                    self._noted.add("refresh")
+                    self.notes.append(f"live refresh failed, the last value was kept: {exc}")
+            return
+        except Exception as exc:  # a provider bug must not kill the run
+            with self._lock:
+                self.notes.append(f"live refresh failed ({type(exc).__name__}); the last value was kept")
+            return
+        with self._lock:
+            self.series.add(t_from, t_to, g)
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Wait for a refresh in flight (tests; the end of a run)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    # -- record -------------------------------------------------------------------------------------
+    def to_record(self) -> Dict[str, Any]:
+        """The run record's `intensity` object (notes go to the record's top-level notes)."""
+        rec: Dict[str, Any] = {"g_per_kwh": round(self.g_per_kwh, 3), "region": self.region, "source": self.source,
+                               "how": self.how, "time_varying": self.time_varying}
+        if self.series is not None and self.time_varying:
+            with self._lock:
+                s = self.series
+                rec["series"] = {
+                    "points": len(s.values), "from": iso(s.starts[0]), "to": iso(s.end),
+                    "min": min(s.values), "max": max(s.values),
+                    "g_per_kwh_is": "energy-weighted mean over the run" if self._kwh > 0 else "mean of the points",
+                }
+        if self.provider is not None:
+            rec["provider"] = {"name": self.provider.name, "granularity_s": self.provider.granularity_s}
+        return rec
+
+
+# -- intensity files ---------------------------------------------------------------------------------
+_TIME_KEYS = ("timestamp", "time", "datetime", "date", "from", "t", "point_time")
+_VALUE_KEYS = ("g_per_kwh", "gco2_per_kwh", "g_co2e_per_kwh", "gco2eq_per_kwh", "g_kwh", "carbon_intensity",
+               "carbonintensity", "intensity", "value", "g")
+
+
+def _norm(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.strip().lower()).strip("_")
+
+
+def _timestamp(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        return parse_time(text)
+
+
+def _g(value: Any) -> float:
+    g = float(value)
+    if not math.isfinite(g) or g < 0:
+        raise ValueError(f"intensity {value!r} is not a non-negative number")
+    return g
+
+
+def _csv_points(text: str, fail: Any) -> List[Tuple[float, float]]:
+    reader = csv.reader(io.StringIO(text))
+    header: Optional[List[str]] = None
+    ti = vi = -1
+    points = []
+    for row in reader:
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if header is None:
+            header = [_norm(h) for h in row]
+            ti = next((header.index(k) for k in _TIME_KEYS if k in header), 0 if len(header) == 2 else -1)
+            vi = next((header.index(k) for k in _VALUE_KEYS if k in header), 1 if len(header) == 2 else -1)
+            if ti < 0 or vi < 0:
+                raise fail(reader.line_num, "header needs a timestamp column and a g/kWh column "
+                                            "(e.g. timestamp,g_per_kwh)")
+            continue
+        try:
+            points.append((_timestamp(row[ti]), _g(row[vi])))
+        except (ValueError, IndexError) as exc:
+            raise fail(reader.line_num, str(exc) if isinstance(exc, ValueError) else "missing column") from None
+    return points
+
+
+def _json_points(text: str, fail: Any, fail_entry: Any) -> List[Tuple[float, float]]:
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(exc.lineno, f"malformed JSON ({exc.msg})") from None
+    items = body.get("data") if isinstance(body, dict) else body
+    if not isinstance(items, list):
+        raise fail(1, 'expected a list of {"timestamp", "g_per_kwh"} or {"data": [...]}')
+    points = []
+    for n, item in enumerate(items, 1):
+        try:
+            norm = {_norm(k): v for k, v in item.items()}
+            t = next(norm[k] for k in _TIME_KEYS if k in norm)
+            g = next(norm[k] for k in _VALUE_KEYS if k in norm)
+            points.append((_timestamp(t), _g(g)))
+        except StopIteration:
+            raise fail_entry(n, 'needs "timestamp" and "g_per_kwh"') from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise fail_entry(n, str(exc) if isinstance(exc, ValueError) else "not an object") from None
+    return points
+
+
+def load_intensity_file(path: str, *, region: Optional[str] = None) -> Intensity:
+    """An Intensity from a CSV or JSON time series; IntensityFileError (one line) if the file is bad.
+
+    CSV: a header naming a timestamp column and a g/kWh column (timestamp,g_per_kwh). JSON: a list of
+    {"timestamp", "g_per_kwh"} or {"data": [...]}. Timestamps are unix seconds or ISO 8601 with an
+    offset. Each value holds until the next point; the last one for the series' median spacing (an
+    hourly series' last hour), which is where coverage ends.
+    """
+    def fail(line: int, why: str) -> IntensityFileError:
+        return IntensityFileError(f"intensity file {path}, line {line}: {why}")
+
+    def fail_entry(n: int, why: str) -> IntensityFileError:
+        return IntensityFileError(f"intensity file {path}, entry {n}: {why}")
+
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IntensityFileError(f"intensity file {path}: cannot read ({exc.__class__.__name__})") from None
+    is_json = path.lower().endswith(".json") or text.lstrip()[:1] in ("[", "{")
+    points = _json_points(text, fail, fail_entry) if is_json else _csv_points(text, fail)
+    if not points:
+        raise IntensityFileError(f"intensity file {path}: no data rows")
+    times = sorted(t for t, _ in points)
+    dup = next((a for a, b in zip(times, times[1:]) if a == b), None)
+    if dup is not None:
+        raise IntensityFileError(f"intensity file {path}: timestamp {iso(dup)} appears twice")
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    series = StepSeries(points, end=times[-1] + (gaps[len(gaps) // 2] if gaps else 0.0))
+    values = series.values
+    how = (f"time series from {os.path.basename(path)}: {len(values)} points, {iso(series.starts[0])}.."
+           f"{iso(series.end)}, {min(values):g}-{max(values):g} g/kWh; each value holds until the next point")
+    return Intensity(sum(values) / len(values), _region_label(region), "file", how,
+                     time_varying=len(values) > 1, series=series)
+
+
+# -- resolution --------------------------------------------------------------------------------------
+def _region_label(region: Optional[str]) -> Optional[str]:
+    """The table key for a region name when there is one, else the name as given (labels only)."""
+    if not region:
+        return None
+    try:
+        return lookup(region).key
+    except UnknownRegion:
+        return region
+
+
+def _scrub(text: str, options: Mapping[str, Any]) -> str:
+    """Belt and braces: providers scrub their own secrets; remove any configured ones again."""
+    secrets = [str(v) for k, v in options.items() if v and any(s in k.lower() for s in _SECRET_KEYS)]
+    secrets += [v for k, v in os.environ.items() if k.startswith("CARBONRUN_") and v
+                and any(s in k.lower() for s in _SECRET_KEYS)]
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _from_provider(name: str, options: Mapping[str, Any], region: Optional[str], now: float,
+                   cache_dir: Optional[str], timeout: float, notes: List[str]) -> Optional[Intensity]:
+    from carbonrun.providers import get_provider  # UnknownProvider (a usage error) propagates
+
+    opts = {"cache_dir": cache_dir, "timeout": timeout, **options}
+    if region and not opts.get("region"):
+        opts["region"] = region
+    provider = get_provider(name, opts)
+    try:
+        g, t_from, t_to = provider.current()
+    except ProviderError as exc:
+        notes.append(_scrub(f"live provider {name} failed, fell back: {exc}", opts))
+        return None
+    except Exception as exc:  # never let a provider bug end the run
+        notes.append(f"live provider {name} failed ({type(exc).__name__}), fell back")
+        return None
+    label = provider.label()
+    how = (f"live value from {provider.title} for {label}: {g:.0f} g/kWh for {iso(t_from)}..{iso(t_to)}, "
+           f"refreshed every {provider.granularity_s // 60} min during the run")
+    out = Intensity(g, label, f"provider:{provider.name}", how, time_varying=True, notes=notes,
+                    series=StepSeries([(t_from, g)], end=t_to), provider=provider)
+    out._next_refresh = now
+    if provider.caveat:
+        out.notes.append(provider.caveat)
+    return out
+
+
+def _from_region(region: Region, source: str, how: str, notes: List[str]) -> Intensity:
+    return Intensity(region.g_per_kwh, region.key, source, how, notes=notes)
+
+
+def resolve_intensity(
+    *,
+    intensity: Optional[float],
+    intensity_file: Optional[str],
+    provider: Optional[str],
+    provider_options: Optional[Mapping[str, Any]],
+    region: Optional[str],
+    now: float,
+    tz_name: Optional[str] = None,
+    zone_tab: str = "/usr/share/zoneinfo/zone.tab",
+    cache_dir: Optional[str] = None,
+    timeout: float = 3.0,
+) -> Intensity:
+    """The intensity a run is accounted with, first that applies (see the module doc).
+
+    tz_name None means the system's zone (TZ, /etc/timezone, /etc/localtime). Raises UnknownRegion
+    for a region in no table, IntensityFileError for a bad file, UnknownProvider for a provider name
+    that does not exist, ValueError for a negative --intensity; provider failures only add a note.
+    """
+    if intensity is not None:
+        g = float(intensity)
+        if not math.isfinite(g) or g < 0:
+            raise ValueError(f"--intensity must be a non-negative number of g CO2eq/kWh, not {intensity!r}")
+        return Intensity(g, _region_label(region), "flag", f"set with --intensity ({g:g} g CO2eq/kWh)")
+    if intensity_file:
+        return load_intensity_file(intensity_file, region=region)
+    notes: List[str] = []
+    if provider and provider.strip().lower() not in ("none", "off", "no"):
+        live = _from_provider(provider, dict(provider_options or {}), region, now, cache_dir, timeout, notes)
+        if live is not None:
+            return live
+    if region:
+        try:
+            r = lookup(region)
+        except UnknownRegion:
+            if not notes:  # no provider was tried: the user named a place we do not know
+                raise
+            notes.append(f"region {region!r} is not in the packaged tables either")
+        else:
+            how = f"annual average for {r.name} ({r.year}; {r.source})"
+            return _from_region(r, f"table:{r.kind}", how, notes)
+    zone = tz_name if tz_name is not None else local_timezone()
+    code = guess_from_timezone(zone, zone_tab)
+    if code:
+        try:
+            r = lookup(code)
+        except UnknownRegion:
+            r = None
+        if r is not None:
+            notes.append(f"no region set; guessed {r.name} from the time zone {zone}; set --region to be sure")
+            how = f"annual average for {r.name} ({r.year}; {r.source}), guessed from the time zone {zone}"
+            return _from_region(r, "timezone", how, notes)
+    notes.append("no region set or guessed from the time zone; used the world average (set --region)")
+    how = f"world average {WORLD_AVERAGE_G:g} g CO2eq/kWh in 2023 (Ember, Global Electricity Review 2024)"
+    return Intensity(WORLD_AVERAGE_G, None, "world-average", how, notes=notes)
+
+
+# -- what the emissions mean -------------------------------------------------------------------------
+def social_cost(kg: float, scc: Sequence[float] = DEFAULT_SCC) -> Dict[str, Any]:
+    """Social cost of kg CO2eq in US dollars, low/central/high, with the basis of the figures."""
+    low, central, high = (float(x) for x in scc)
+    tonnes = kg / 1000.0
+    if (low, central, high) == DEFAULT_SCC:
+        basis = EPA_BASIS
+    else:
+        basis = f"user-supplied: ${low:g}/t (low), ${central:g}/t (central), ${high:g}/t (high)"
+    return {"low": tonnes * low, "central": tonnes * central, "high": tonnes * high, "basis": basis}
+
+
+def parse_scc(text: str) -> Tuple[float, float, float]:
+    """ "LOW,CENTRAL,HIGH" in US$ per tonne CO2 -> a tuple; ValueError on anything else."""
+    usage = f"expected LOW,CENTRAL,HIGH in US dollars per tonne CO2 (e.g. 120,190,340), not {text!r}"
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 3:
+        raise ValueError(usage)
+    try:
+        low, central, high = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(usage) from None
+    if not all(math.isfinite(x) and x >= 0 for x in (low, central, high)) or not low <= central <= high:
+        raise ValueError(usage)
+    return low, central, high
+
+
+def equivalent(kg: float) -> str:
+    """One everyday comparison: car distance for small figures, a share of a flight for large ones."""
+    kg = max(kg, 0.0)
+    if kg >= FLIGHT_KG * 0.1:
+        share = kg / FLIGHT_KG
+        trip = "New York <-> San Francisco round trip by air (~900 kg; Strubell et al., 2019)"
+        if share >= 1.5:
+            return f"about {share:.1f} times one passenger's {trip}"
+        return f"about {share * 100:.0f}% of one passenger's {trip}"
+    km = kg * 1000.0 / CAR_G_PER_KM
+    dist = f"{km * 1000:.0f} m" if km < 1 else f"{km:.1f} km" if km < 10 else f"{km:,.0f} km"
+    return f"driving an average passenger car about {dist} (US EPA, ~250 g CO2/km)"
