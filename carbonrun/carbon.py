@@ -16,9 +16,11 @@ import math
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from carbonrun.providers.base import Provider, ProviderError, parse_time
+if TYPE_CHECKING:  # the providers (and urllib) load only when a provider is configured
+    from carbonrun.providers.base import Provider
+
 from carbonrun.regions import Region, UnknownRegion, guess_from_timezone, local_timezone, lookup
 
 WORLD_AVERAGE_G = 480.0  # g CO2eq/kWh, 2023 (Ember, Global Electricity Review 2024)
@@ -96,7 +98,7 @@ class Intensity:
     time_varying: bool = False
     notes: List[str] = field(default_factory=list)
     series: Optional[StepSeries] = field(default=None, repr=False)
-    provider: Optional[Provider] = field(default=None, repr=False)
+    provider: Optional["Provider"] = field(default=None, repr=False)
     _kwh: float = field(default=0.0, init=False, repr=False)
     _grams: float = field(default=0.0, init=False, repr=False)
     _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
@@ -151,11 +153,17 @@ class Intensity:
             self._thread = threading.Thread(target=self._fetch, name="carbonrun-intensity", daemon=True)
             self._thread.start()
 
+    @staticmethod
+    def _provider_error() -> type:
+        from carbonrun.providers.base import ProviderError
+
+        return ProviderError
+
     def _fetch(self) -> None:
         assert self.provider is not None and self.series is not None
         try:
             g, t_from, t_to = self.provider.current()
-        except ProviderError as exc:
+        except self._provider_error() as exc:
             with self._lock:
                 if "refresh" not in self._noted:
                     self._noted.add("refresh")
@@ -209,6 +217,8 @@ def _timestamp(value: Any) -> float:
     try:
         return float(text)
     except ValueError:
+        from carbonrun.providers.base import parse_time
+
         return parse_time(text)
 
 
@@ -325,6 +335,7 @@ def _scrub(text: str, options: Mapping[str, Any]) -> str:
 def _from_provider(name: str, options: Mapping[str, Any], region: Optional[str], now: float,
                    cache_dir: Optional[str], timeout: float, notes: List[str]) -> Optional[Intensity]:
     from carbonrun.providers import get_provider  # UnknownProvider (a usage error) propagates
+    from carbonrun.providers.base import ProviderError
 
     opts = {"cache_dir": cache_dir, "timeout": timeout, **options}
     if region and not opts.get("region"):

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import os
-import platform
-import socket
-import uuid as uuidlib
 from datetime import datetime, timezone
 from typing import Dict, List, Optional
 
@@ -16,14 +13,33 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).astimezone().isoformat(timespec="milliseconds")
 
 
+def hostname() -> str:
+    return os.environ.get("CARBONRUN_HOSTNAME") or os.uname().nodename
+
+
+def platform_string() -> str:
+    """Like platform.platform(), without importing it (start-up time)."""
+    u = os.uname()
+    return f"{u.sysname}-{u.release}-{u.machine}"
+
+
+def uuid4() -> str:
+    """A random RFC 4122 version-4 UUID, without importing uuid (it imports platform)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def host_info(proc_root: str, sys_root: str, gpus: List[dict]) -> dict:
     from carbonrun.collectors.estimate import cpu_model, is_virtualised
     from carbonrun.collectors.process import total_memory_bytes
 
     mem = total_memory_bytes(proc_root)
     return {
-        "name": socket.gethostname(),
-        "platform": platform.platform(),
+        "name": hostname(),
+        "platform": platform_string(),
         "cpu_model": cpu_model(proc_root),
         "cpu_threads": os.cpu_count() or 1,
         "memory_gb": round(mem / 1e9, 2) if mem else None,
@@ -38,7 +54,7 @@ def new_record(command: List[str], tags: Dict[str, str], host: dict, attribution
     return {
         "schema": SCHEMA,
         "id": None,
-        "uuid": str(uuidlib.uuid4()),
+        "uuid": uuid4(),
         "command": list(command),
         "cwd": os.getcwd(),
         "tags": dict(tags),
@@ -77,13 +93,8 @@ def fill(record: dict, session, intensity, scc: Optional[tuple], final: bool) ->
     acct, o = session.acct, session.outcome
     record["duration_s"] = round(o.duration_s if final else session.elapsed, 3)
     record["samples"] = o.samples
-    record["components"] = [
-        {"component": m.component, "device": m.device, "source": m.source, "estimated": m.estimated,
-         "counted": m.counted, "machine_j": round(mj, 3), "job_j": round(jj, 3),
-         "low_j": round((jj if acct.attribution == "process" else mj) * m.low_factor, 3),
-         "high_j": round((jj if acct.attribution == "process" else mj) * m.high_factor, 3)}
-        for m, mj, jj in zip(acct.meters, acct.machine_j, acct.job_j)
-    ]
+    record["components"] = [_component(m, mj, jj, acct.attribution)
+                            for m, mj, jj in zip(acct.meters, acct.machine_j, acct.job_j)]
     record["usage"] = {"job_cpu_s": round(o.job_cpu_s, 3), "machine_busy_cpu_s": round(o.busy_cpu_s, 3),
                        "peak_rss_bytes": o.peak_rss or (session.tree.peak_rss if session.tree else 0)}
     record["energy"] = {"machine_kwh": acct.kwh("machine"), "job_kwh": acct.kwh("job"), "pue": acct.pue,
@@ -103,6 +114,16 @@ def fill(record: dict, session, intensity, scc: Optional[tuple], final: bool) ->
         record["exit_code"] = o.exit_code
         record["status"] = status_of(o)
     return record
+
+
+def _component(m, machine_j: float, job_j: float, attribution: str) -> dict:
+    counted = job_j if attribution == "process" else machine_j
+    c = {"component": m.component, "device": m.device, "source": m.source, "estimated": m.estimated,
+         "counted": m.counted, "machine_j": round(machine_j, 3), "job_j": round(job_j, 3),
+         "low_j": round(counted * m.low_factor, 3), "high_j": round(counted * m.high_factor, 3)}
+    if hasattr(m, "touched"):  # GPUs: did the job's processes ever use it
+        c["used_by_job"] = bool(m.touched)
+    return c
 
 
 def status_of(outcome) -> str:

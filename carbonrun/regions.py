@@ -7,13 +7,11 @@ plus the provider's region id. The time-zone helpers give a best guess when the 
 from __future__ import annotations
 
 import csv
-import difflib
 import functools
 import io
 import os
 import unicodedata
 from dataclasses import dataclass
-from importlib import resources
 from typing import Dict, List, Mapping, Optional
 
 CLOUD_PROVIDERS = ("aws", "gcp", "azure")
@@ -52,7 +50,8 @@ def _fold(text: str) -> str:
 
 
 def _read_table(name: str) -> List[Dict[str, str]]:
-    text = resources.files("carbonrun").joinpath("data").joinpath(name).read_text(encoding="utf-8")
+    with open(os.path.join(os.path.dirname(__file__), "data", name), encoding="utf-8") as f:
+        text = f.read()
     return list(csv.DictReader(io.StringIO(text)))
 
 
@@ -109,6 +108,8 @@ def _unknown_message(name: str, query: str) -> str:
         candidates = [c for c in candidates if c.startswith(prefix)] or candidates
     matches: List[str] = []
     for cutoff in (0.6, 0.4):
+        import difflib
+
         matches = difflib.get_close_matches(query, candidates, n=8, cutoff=cutoff)
         if matches:
             break

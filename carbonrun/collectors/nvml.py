@@ -83,6 +83,9 @@ def _release(nv: Any) -> None:
 @contextmanager
 def _nvml() -> Iterator[Any]:
     """pynvml with NVML initialised for the duration; NvmlError when it cannot start."""
+    if not _library_present():
+        _problem(found, NO_LIBRARY_NOTE, "install the NVIDIA driver (it provides libnvidia-ml.so.1); check `nvidia-smi`")
+        return found
     nv = _import_pynvml()
     if nv is None:
         raise NvmlError("nvidia-ml-py (pynvml) is not importable")
@@ -350,6 +353,9 @@ def discover(probe: Probe) -> Discovery:
     if (probe.gpus or "").strip().lower() == "none":
         found.notes.append("GPUs not measured (--gpus none)")
         return found
+    if not _library_present():
+        _problem(found, NO_LIBRARY_NOTE, "install the NVIDIA driver (it provides libnvidia-ml.so.1); check `nvidia-smi`")
+        return found
     nv = _import_pynvml()
     if nv is None:
         _problem(found, NO_PYNVML_NOTE, "pip install nvidia-ml-py")
@@ -366,6 +372,17 @@ def discover(probe: Probe) -> Discovery:
     finally:
         _release(nv)  # each meter holds its own reference
     return found
+
+
+def _library_present() -> bool:
+    """dlopen the driver library first: a machine without it never pays for importing the binding."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def _problem(found: Discovery, note: str, hint: str) -> None:

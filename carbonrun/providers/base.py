@@ -7,16 +7,10 @@ callers may put it in notes and logs as is.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import http.client
 import json
 import os
 import re
-import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 Segment = Tuple[float, float, float]  # (valid_from, valid_to, g CO2eq per kWh), unix seconds
@@ -77,6 +71,8 @@ class DiskCache:
         self.directory = directory
 
     def _path(self, url: str) -> str:
+        import hashlib
+
         return os.path.join(self.directory or "", hashlib.sha256(url.encode()).hexdigest()[:40] + ".json")
 
     def get(self, url: str, now: float) -> Any:
@@ -96,6 +92,8 @@ class DiskCache:
             return
         try:
             os.makedirs(self.directory, exist_ok=True)
+            import tempfile
+
             fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump({"url": url, "fetched_at": now, "expires_at": expires_at, "body": body}, f)
@@ -172,6 +170,8 @@ class Provider:
 
         headers may be a callable so that a login happens only when the cache misses.
         """
+        import urllib.parse
+
         url = self.base_url + path + ("?" + urllib.parse.urlencode(params) if params else "")
         now = self.clock()
         body = self.cache.get(url, now) if cache else None
@@ -192,6 +192,10 @@ class Provider:
 
     def get_json(self, url: str, headers: Mapping[str, str]) -> Any:
         """One GET with the timeout; every failure becomes a scrubbed ProviderError."""
+        import http.client
+        import urllib.error
+        import urllib.request
+
         req = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": USER_AGENT,
                                                    **headers})
         shown = url.split("?", 1)[0]
