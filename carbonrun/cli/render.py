@@ -7,7 +7,7 @@ from typing import IO
 
 
 def color_enabled(stream: IO) -> bool:
-    if "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb":
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False
     return stream.isatty() or bool(os.environ.get("FORCE_COLOR"))
 

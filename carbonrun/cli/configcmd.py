@@ -1,0 +1,79 @@
+"""`carbonrun config`: the settings a run would use, and which layer each came from.
+
+Debugging configuration is mostly a question of precedence ("why is my region ignored?"), so every
+value is shown with its source: flag, env CARBONRUN_*, project file, user file or default.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+
+from carbonrun.cli.run import flag_values, run_options
+
+
+def config_files(env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None) -> Dict[str, Any]:
+    """The config files that apply here: the project file found (or None) and the user file."""
+    from carbonrun import config
+
+    env = dict(os.environ) if env is None else env
+    labels = [label for label, _ in config.load_layers(cwd or os.getcwd(), env)]
+    project = next((label.split(" ", 1)[1] for label in labels if label.startswith("project ")), None)
+    user = config.user_config_path(env)
+    return {"project": project, "user": user, "user_exists": os.path.isfile(user)}
+
+
+def _shown(value: Any) -> str:
+    """A value as a user would type it in a config file."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "(none)"
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:g}"
+    return str(value)
+
+
+def render_text(rows: List[Tuple[str, Any, str]], files: Dict[str, Any]) -> str:
+    """Aligned plain text: name, value, source; then the files consulted."""
+    width = max(len(name) for name, _, _ in rows)
+    vwidth = min(40, max(len(_shown(v)) for _, v, _ in rows))
+    lines = [f"{name:<{width}}  {_shown(value):<{vwidth}}  {source}" for name, value, source in rows]
+    user = files["user"] + ("" if files["user_exists"] else " (absent)")
+    lines += ["", f"project file: {files['project'] or '(none found from here upwards)'}", f"user file:    {user}",
+              "precedence:   flag > env CARBONRUN_* > project file > user file > default"]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(rows: List[Tuple[str, Any, str]], files: Dict[str, Any]) -> str:
+    settings = {name: {"value": value, "source": source, "layer": source.split(" ", 1)[0]}
+                for name, value, source in rows}
+    return json.dumps({"settings": settings, "files": files}, indent=2) + "\n"
+
+
+@click.command(epilog="Examples:\n\n  carbonrun config\n\n  carbonrun config --region FR\n\n"
+                      "  CARBONRUN_PUE=1.2 carbonrun config --json")
+@run_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {settings: {name: {value, source, layer}}, files}.")
+@click.pass_context
+def config(ctx: click.Context, as_json: bool, **params: Any) -> int:
+    """Show the effective settings and where each came from.
+
+    Sources, highest first: a flag given here, an env variable CARBONRUN_<NAME>, the project file
+    (carbonrun.toml or [tool.carbonrun] in pyproject.toml, nearest upwards), the user file
+    ($XDG_CONFIG_HOME/carbonrun/config.toml), the default. Run options given here are shown as
+    `flag`, so you can check what `carbonrun run` with them would use.
+    """
+    from carbonrun import config as config_mod
+    from carbonrun import settings
+
+    st = settings.resolve(flag_values(ctx, params))
+    rows = config_mod.explain(st)
+    files = config_files()
+    sys.stdout.write(to_json(rows, files) if as_json else render_text(rows, files))
+    return 0

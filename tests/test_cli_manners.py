@@ -1,0 +1,147 @@
+"""Terminal manners: colour only on a terminal without NO_COLOR, one-line errors, --version, examples."""
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+
+import pytest
+
+from carbonrun import __version__
+from carbonrun.cli import COMMANDS, LazyGroup
+
+ESC = b"\x1b["
+
+
+def in_terminal(cli, *args: str, no_color: bool, timeout: float = 120) -> bytes:
+    """Run carbonrun with stdout and stderr on a pseudo-terminal; returns what the terminal showed."""
+    env = {k: v for k, v in cli.env.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    env["TERM"] = "xterm-256color"
+    if no_color:
+        env["NO_COLOR"] = "1"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cli.argv(*args), stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env,
+                            cwd=cli.home)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    proc.wait(timeout)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ colour
+
+
+def test_summary_colour_only_on_a_terminal_without_no_color(cli):
+    no_env = {k: v for k, v in cli.env.items() if k != "NO_COLOR"}
+    piped = subprocess.run(cli.argv("--no-live", "true"), capture_output=True, env=no_env, cwd=cli.home)
+    assert piped.returncode == 0 and b"CO2eq" in piped.stderr and ESC not in piped.stderr  # not a terminal
+    assert ESC in in_terminal(cli, "--no-live", "true", no_color=False)  # so the test can tell
+    shown = in_terminal(cli, "--no-live", "true", no_color=True)
+    assert b"CO2eq" in shown and ESC not in shown
+
+
+def test_report_table_colour(cli):
+    assert cli("--quiet", "true").returncode == 0
+    piped = cli("report", "last")
+    assert piped.returncode == 0 and b"emissions" in piped.stdout and ESC not in piped.stdout
+    assert ESC in in_terminal(cli, "report", "last", no_color=False)
+    shown = in_terminal(cli, "report", "last", no_color=True)
+    assert b"emissions" in shown and ESC not in shown
+
+
+def test_doctor_colour(cli):
+    piped = cli("doctor", "--gpus", "none")
+    assert b"Energy sources" in piped.stdout and ESC not in piped.stdout
+    assert ESC in in_terminal(cli, "doctor", "--gpus", "none", no_color=False)
+    shown = in_terminal(cli, "doctor", "--gpus", "none", no_color=True)
+    assert b"Run store" in shown and ESC not in shown
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def one_line_error(p: subprocess.CompletedProcess, code: int = 2) -> str:
+    err = p.stderr.decode()
+    assert p.returncode == code, err
+    assert b"Traceback" not in p.stderr
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("carbonrun: error: "), err
+    return lines[0]
+
+
+def test_unknown_region(cli):
+    line = one_line_error(cli("--region", "Atlantis", "--quiet", "true"))
+    assert "unknown region 'Atlantis'" in line and "carbonrun intensity --list" in line
+    assert cli("report", "last").returncode != 0  # nothing ran, nothing stored
+
+
+def test_near_miss_region_suggests(cli):
+    line = one_line_error(cli("--region", "Frence", "--quiet", "true"))
+    assert "did you mean" in line and "FR" in line
+
+
+@pytest.mark.parametrize("value, says", [("abc", "invalid interval 'abc' (flag)"), ("0", "at least 0.001")])
+def test_bad_interval(cli, value, says):
+    line = one_line_error(cli("--interval", value, "--quiet", "true"))
+    assert says in line
+
+
+def test_bad_interval_from_env_names_the_variable(cli):
+    line = one_line_error(cli("--quiet", "true", env={"CARBONRUN_INTERVAL": "soon"}))
+    assert "env CARBONRUN_INTERVAL" in line
+
+
+@pytest.mark.parametrize("command", [["--quiet", "true"], ["config"], ["doctor"]])
+def test_corrupt_config_names_file_and_line(cli, command):
+    path = cli.home / "carbonrun.toml"
+    path.write_text('region = "FR"\ninterval = [\n')
+    line = one_line_error(cli(*command))
+    assert f"{path}:" in line and "invalid TOML" in line
+
+
+def test_misspelt_config_key_suggests(cli):
+    (cli.home / "carbonrun.toml").write_text('regoin = "FR"\n')
+    line = one_line_error(cli("config"))
+    assert "carbonrun.toml:1: unknown setting 'regoin'" in line and "'region'" in line
+
+
+def test_debug_shows_the_traceback(cli):
+    p = cli("--debug", "--region", "Atlantis", "--quiet", "true")
+    assert p.returncode != 0 and b"Traceback" in p.stderr and b"Atlantis" in p.stderr
+
+
+def test_usage_error_exits_2(cli):
+    p = cli("doctor", "--no-such-option")
+    assert p.returncode == 2 and b"No such option" in p.stderr and b"Traceback" not in p.stderr
+
+
+# ------------------------------------------------------------------------------------------ help
+
+
+def test_version(cli):
+    p = cli("--version")
+    assert p.returncode == 0 and p.stdout.decode().strip() == f"carbonrun, version {__version__}"
+
+
+def test_group_help_has_examples(cli):
+    p = cli("--help")
+    assert p.returncode == 0, p.stderr.decode()
+    assert b"Examples" in p.stdout
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_command_help_has_examples(cli, name):
+    if LazyGroup._load(name) is None:
+        pytest.skip(f"`carbonrun {name}` is not built yet")
+    p = cli(name, "--help")
+    assert p.returncode == 0, p.stderr.decode()
+    assert b"Examples" in p.stdout, f"`carbonrun {name} --help` has no Examples section"
