@@ -43,3 +43,11 @@ def test_gpus_none_skips_nvml(cli, tmp_path, stubnvml):
     p = cli("--quiet", "--gpus", "none", "true", env=stubnvml.overlay(cfg))
     assert p.returncode == 0
     assert not any(c["component"] == "gpu" for c in cli.record()["components"])
+
+
+def test_short_run_keeps_its_gpu_energy_after_the_job_left(cli, tmp_path, stubnvml):
+    cfg = stubnvml.config(tmp_path, [{"power": 300000, "procs": "children:1000000"}])
+    p = cli("--quiet", "--", "sleep", "0.25", env=stubnvml.overlay(cfg))
+    assert p.returncode == 0, p.stderr.decode()
+    gpu = [c for c in cli.record()["components"] if c["component"] == "gpu"][0]
+    assert gpu["job_j"] == pytest.approx(gpu["machine_j"], rel=0.02)

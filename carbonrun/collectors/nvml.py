@@ -264,6 +264,8 @@ class NvmlMeter(Meter):
                 "as the job's"
             )
             return 1.0
+        if not procs and self.touched:
+            return self._share  # the job just left the GPU: the energy since the last look was its own
         mine = [p for p in procs if p.pid in pids]
         if not mine:
             self._check_foreign(procs)
