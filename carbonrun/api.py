@@ -24,8 +24,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, TypeVar
 
-from carbonrun.collectors.base import JobView
-from carbonrun.energy import J_PER_KWH
+from carbonrun.energy import J_PER_KWH, Attributor
 
 F = TypeVar("F", bound=Callable[..., Any])
 ATTRIBUTION_STEP = 0.1  # process-tree refresh period, as in session.py
@@ -48,7 +47,8 @@ class Sampler:
         self.tree: Any = None
         self.t0 = self.now = 0.0
         self._readings = [0.0] * len(self.meters)
-        self._job0 = self._job_prev = self._busy_prev = self._carry = 0.0
+        self._job0 = self._job_prev = 0.0
+        self.attributor = Attributor()
         self._own0 = self._own = 0.0  # the sampler thread's own CPU time: measuring is not the block's work
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -67,6 +67,7 @@ class Sampler:
         self.outcome.started_wall = time.time()
         for i, m in enumerate(self.meters):
             self._readings[i] = m.read(self.t0)
+        self.acct.baseline(self._readings)
         self._thread = threading.Thread(target=self._loop, name="carbonrun-track", daemon=True)
         self._thread.start()
 
@@ -106,14 +107,10 @@ class Sampler:
     def _step(self) -> None:
         """Session._step for the block: the job's share of busy CPU time over the step."""
         s = self.tree.sample()
-        job = self._job_cpu(s)
-        d_job = job - self._job_prev + self._carry
-        d_busy = s.busy_cpu_s - self._busy_prev
-        self._job_prev, self._busy_prev = job, s.busy_cpu_s
-        share = min(1.0, d_job / d_busy) if d_busy > 0 else (1.0 if d_job > 0 else 0.0)
-        self._carry = max(0.0, d_job - share * d_busy) if d_busy > 0 else 0.0
+        job = self._job_prev = self._job_cpu(s)
         self.outcome.job_cpu_s, self.outcome.busy_cpu_s = job, s.busy_cpu_s
-        self.acct.step(self.now - self.t0, time.time(), self._readings, JobView(share, s.pids))
+        view = self.attributor.view(job, s.busy_cpu_s, s.pids, s.rss_bytes)
+        self.acct.step(self.now - self.t0, time.time(), self._readings, view)
 
     def stop(self, exit_code: int, interrupted: bool = False) -> None:
         """Stop the thread, take the last tick and step, and close the outcome."""

@@ -5,7 +5,7 @@ during the run is weighted by when the energy was actually used (Haghshenas et a
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
 
 from carbonrun.collectors.base import JobView, Meter
 
@@ -49,6 +49,29 @@ class Timeline:
     def to_record(self) -> dict:
         watts = {c: [round(e / d, 3) if d > 0 else 0.0 for e, d in zip(v, self.dt)] for c, v in self.j.items()}
         return {"t": [round(x, 3) for x in self.t], "watts": watts}
+
+
+class Attributor:
+    """The job's share of each attribution step, from successive cumulative CPU-time samples."""
+
+    def __init__(self) -> None:
+        self._job = self._busy = self._carry = 0.0
+        self._pids: FrozenSet[int] = frozenset()
+        self._rss = 0
+
+    def view(self, job_cpu_s: float, busy_cpu_s: float, pids: FrozenSet[int], rss_bytes: int) -> JobView:
+        """Share = job CPU / machine busy CPU over the step, clipped to 1; CPU time the machine counter
+        has not caught up with yet (tick granularity) carries to the next step. A job that just exited
+        keeps its last PIDs and RSS for the final step."""
+        cpu_s = job_cpu_s - self._job
+        d_job = cpu_s + self._carry
+        d_busy = busy_cpu_s - self._busy
+        self._job, self._busy = job_cpu_s, busy_cpu_s
+        share = min(1.0, d_job / d_busy) if d_busy > 0 else (1.0 if d_job > 0 else 0.0)
+        self._carry = max(0.0, d_job - share * d_busy) if d_busy > 0 else 0.0
+        self._pids = pids or self._pids
+        self._rss = rss_bytes or self._rss
+        return JobView(share, self._pids, cpu_s, self._rss)
 
 
 class Accountant:

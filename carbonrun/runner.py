@@ -25,12 +25,13 @@ class Prepared:
     scc: Optional[Tuple[float, float, float]]
     store: object
     record: dict
+    job: Optional[object] = None  # issue 11: launcher.Claim (SLURM/torchrun: who meters the node)
 
 
 def open_store(st: Settings):
-    from carbonrun.store import Store, default_path
+    from carbonrun.stores import open_store  # issue 11: SQLite path or postgresql:// URL
 
-    return Store(Path(st.store) if st.store else default_path())
+    return open_store(st.store)
 
 
 def resolve_intensity(st: Settings, now: float):
@@ -39,12 +40,35 @@ def resolve_intensity(st: Settings, now: float):
     try:
         return carbon.resolve_intensity(
             intensity=st.intensity, intensity_file=st.intensity_file, provider=st.provider,
-            provider_options={"base_url": st.provider_url} if st.provider_url else {},
+            provider_options=provider_options(st),  # config [providers.<name>] + env (docs/carbon.md)
             region=st.region, now=now, cache_dir=str(cache_dir()))
     except regions.UnknownRegion as e:
         raise CarbonrunError(str(e), 2) from None
     except ValueError as e:  # a bad intensity file
         raise CarbonrunError(str(e), 2) from None
+
+
+# -- provider options (hook for `intensity`, `plan` and runs; docs/carbon.md) --
+_PROVIDER_ENV = {"electricitymaps": {"token": "CARBONRUN_ELECTRICITYMAPS_TOKEN"},
+                 "watttime": {"user": "CARBONRUN_WATTTIME_USER", "password": "CARBONRUN_WATTTIME_PASSWORD"}}
+
+
+def provider_options(st: Settings, env=None) -> dict:
+    """Options for st.provider: its [providers.<name>] config tables (project over user), env, --provider-url."""
+    env = os.environ if env is None else env
+    name = str(st.provider or "").strip().lower()
+    opts: dict = {}
+    if name:
+        from carbonrun import config
+
+        for _label, table in reversed(config.load_layers(os.getcwd(), env)):
+            raw = (table.get("providers") or {}).get(name)
+            if isinstance(raw, dict):
+                opts.update({str(k).replace("-", "_"): v for k, v in raw.items()})
+        opts.update({k: env[var] for k, var in _PROVIDER_ENV.get(name, {}).items() if env.get(var)})
+    if st.provider_url:
+        opts["base_url"] = st.provider_url
+    return opts
 
 
 def cache_dir() -> Path:
@@ -86,12 +110,15 @@ def prepare(argv: List[str], st: Settings) -> Prepared:
 
 
 def execute(p: Prepared, argv: List[str], on_draw: Optional[Callable] = None,
-            on_start: Optional[Callable] = None) -> Tuple[dict, object]:
+            on_start: Optional[Callable] = None, env: Optional[dict] = None) -> Tuple[dict, object]:
     """Run the command under measurement and store the record; returns (record, outcome)."""
     from carbonrun.energy import Accountant
     from carbonrun.record import fill
     from carbonrun.session import LaunchError, Session
 
+    from carbonrun import launcher  # issue 11: job section; one rank per node meters it (lock held until the end)
+
+    p.job, p.settings = launcher.claim(p.record, p.settings)
     st = p.settings
     acct = Accountant(p.found.meters, p.intensity.at, st.pue, st.attribution)
     session = Session(p.found.meters, acct, st.interval, proc_root=st.proc_root)
@@ -108,7 +135,7 @@ def execute(p: Prepared, argv: List[str], on_draw: Optional[Callable] = None,
     if on_start:
         on_start(session)
     try:
-        outcome = session.run(argv)
+        outcome = session.run(argv, env)
     except LaunchError as e:
         record.update(status="failed", exit_code=e.exit_code, ended_at=record["started_at"])
         record["notes"].append(str(e))
@@ -117,8 +144,18 @@ def execute(p: Prepared, argv: List[str], on_draw: Optional[Callable] = None,
     finally:
         for m in p.found.meters:
             m.close()
+        if p.job is not None:  # issue 11: let the node's next run meter it
+            p.job.release()
     fill(record, session, p.intensity, p.scc, final=True)
+    if st.values.get("embodied"):  # embodied carbon, beside (never in) emissions: carbonrun/embodied.py
+        from carbonrun.embodied import section
+
+        record["embodied"] = section(record, st)
     _save(p, record)
+    from carbonrun import metrics  # issue 11: Prometheus textfile / Pushgateway; a failure is a note
+
+    if metrics.export(record, st.values.get("prometheus_textfile"), st.values.get("pushgateway")):
+        _save(p, record)
     return record, outcome
 
 
@@ -127,10 +164,13 @@ def _save(p: Prepared, record: dict, first: bool = False) -> None:
     from carbonrun.store import StoreError
     import sqlite3
 
+    from carbonrun.launcher import mark
+
+    mark(record)  # issue 11: a rank pointing to its node's meter counts no energy
     try:
         if first:
             p.store.begin(record, time.time())
-        elif record.get("id") is not None:
+        elif record.get("id") is not None or getattr(p.store, "keyed_by_uuid", False):  # issue 11: PgStore spools
             p.store.save(record)
         else:
             raise StoreError("the run was never inserted")

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
-from carbonrun.collectors.base import JobView, Meter
+from carbonrun.collectors.base import Meter
 from carbonrun.collectors.process import ProcessTree
-from carbonrun.energy import Accountant
+from carbonrun.energy import Accountant, Attributor
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 INTERRUPTING = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
@@ -97,7 +97,7 @@ class Session:
         self.t0 = 0.0
         self.now = 0.0
         self._readings = [0.0] * len(self.meters)
-        self._job_prev = self._busy_prev = self._carry = 0.0
+        self.attributor = Attributor()
         self.outcome = Outcome(started_wall=wall())
 
     def run(self, argv: Sequence[str], env: Optional[dict] = None) -> Outcome:
@@ -155,14 +155,9 @@ class Session:
         """Attribute the energy since the last step by the job's share of busy CPU time."""
         assert self.tree is not None
         s = self.tree.sample()
-        d_job = s.job_cpu_s - self._job_prev + self._carry
-        d_busy = s.busy_cpu_s - self._busy_prev
-        self._job_prev, self._busy_prev = s.job_cpu_s, s.busy_cpu_s
-        share = min(1.0, d_job / d_busy) if d_busy > 0 else (1.0 if d_job > 0 else 0.0)
-        # CPU time the machine counter has not caught up with (tick granularity) carries forward.
-        self._carry = max(0.0, d_job - share * d_busy) if d_busy > 0 else 0.0
         self.outcome.job_cpu_s, self.outcome.busy_cpu_s = s.job_cpu_s, s.busy_cpu_s
-        self.acct.step(self.now - self.t0, self.wall(), self._readings, JobView(share, s.pids))
+        job = self.attributor.view(s.job_cpu_s, s.busy_cpu_s, s.pids, s.rss_bytes)
+        self.acct.step(self.now - self.t0, self.wall(), self._readings, job)
 
     def _on_signal(self, info) -> bool:
         """Handle one signal; True when the child has exited."""

@@ -22,6 +22,8 @@ class JobView:
 
     cpu_share: float  # job CPU time / machine busy CPU time over the step, in [0, 1]
     pids: FrozenSet[int]  # every live PID of the job's process tree
+    cpu_s: float = 0.0  # the job's CPU seconds in the step
+    rss_bytes: int = 0  # the job's resident memory now
 
 
 class Meter:

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Optional, Tuple
 
-from carbonrun.collectors.base import Discovery, Meter, Probe
+from carbonrun.collectors.base import Discovery, JobView, Meter, Probe
 from carbonrun.collectors.process import read_busy_cpu_s, total_memory_bytes
 
 # Cloud Carbon Footprint's AWS averages, per vCPU (shared/data/README.md).
@@ -33,16 +33,34 @@ class CpuEstimate(Meter):
         super().__init__()
         self.proc, self.threads, self.idle_w, self.max_w = proc_root, threads, idle_w, max_w
         self.method = method
-        self._busy0 = read_busy_cpu_s(proc_root)
+        self._busy0 = 0.0
         self._t0: Optional[float] = None
         self._last = 0.0
+        self._shared_upto = 0.0
+        self._owed = 0.0  # job joules the machine estimate has not caught up with (tick granularity)
+
+    def job_share(self, job: JobView) -> Optional[float]:
+        """The job's CPU seconds at full per-thread power, as a share of the step's estimated energy.
+
+        Splitting the modelled idle power by who else is busy would make the same job cost more on an
+        idle machine than on a busy one; charging its CPU seconds at full-load power does not.
+        """
+        delta, self._shared_upto = self._last - self._shared_upto, self._last
+        owed = self._owed + self.max_w * job.cpu_s
+        share = min(1.0, owed / delta) if delta > 0 else 0.0
+        self._owed = owed - share * delta
+        return share
 
     def read(self, now: float) -> float:
-        if self._t0 is None:
-            self._t0 = now
+        """Joules since the first read (busy time before it is not this run's)."""
         try:
-            busy = read_busy_cpu_s(self.proc) - self._busy0
+            busy_now = read_busy_cpu_s(self.proc)
         except OSError:
+            return self._last
+        if self._t0 is None:
+            self._t0, self._busy0 = now, busy_now
+        busy = busy_now - self._busy0
+        if busy < 0:
             return self._last
         joules = self.threads * self.idle_w * (now - self._t0) + (self.max_w - self.idle_w) * busy
         self._last = max(self._last, joules)
@@ -56,7 +74,12 @@ class MemoryEstimate(Meter):
     def __init__(self, gb: float) -> None:
         super().__init__()
         self.watts = gb * MEMORY_W_PER_GB
+        self.total_bytes = gb * 1e9
         self._t0: Optional[float] = None
+
+    def job_share(self, job: JobView) -> Optional[float]:
+        """Memory power follows the memory held: the job's resident share of the machine's memory."""
+        return min(1.0, job.rss_bytes / self.total_bytes) if self.total_bytes else 0.0
 
     def read(self, now: float) -> float:
         if self._t0 is None:
