@@ -50,6 +50,13 @@ def _tags(v: Any) -> Dict[str, str]:
     return out
 
 
+def _duration(v: Any) -> float:
+    """Seconds from 90s, 30m, 6h, 1h30m, 2d (planner.parse_duration; imported only when used)."""
+    from carbonrun.planner import parse_duration
+
+    return parse_duration(v)
+
+
 @dataclass(frozen=True)
 class Spec:
     convert: Callable[[Any], Any]
@@ -75,6 +82,16 @@ SPECS: Dict[str, Spec] = {
     "scc": Spec(str, None, "social cost of carbon LOW,CENTRAL,HIGH in USD per tonne"),
     "rapl_root": Spec(str, "/sys/class/powercap", "powercap root (for containers and tests)"),
     "proc_root": Spec(str, "/proc", "procfs root"),
+    # carbon-aware start and embodied carbon (planner.py, embodied.py; docs/carbon.md)
+    "start_within": Spec(_duration, None, "start when the forecast is lowest within this time (6h, 1h30m, 2d)"),
+    "expected_duration": Spec(_duration, None, "how long the command runs, for --start-within (45m, 2h)"),
+    "embodied": Spec(_bool, False, "also report embodied (manufacturing) carbon, beside the emissions"),
+    "embodied_server_kg": Spec(_positive("embodied-server-kg", 0.0), 1000.0, "server manufacturing kg CO2eq"),
+    "embodied_gpu_kg": Spec(_positive("embodied-gpu-kg", 0.0), 150.0, "manufacturing kg CO2eq per GPU"),
+    "embodied_lifetime_years": Spec(_positive("embodied-lifetime-years", 0.1), 4.0, "hardware lifetime, years"),
+    # issue 11: Prometheus export after each run (carbonrun/metrics.py)
+    "prometheus_textfile": Spec(str, None, "node_exporter textfile collector directory: write carbonrun.prom there"),
+    "pushgateway": Spec(str, None, "Prometheus Pushgateway URL to push each run's metrics to"),
 }
 
 

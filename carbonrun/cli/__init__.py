@@ -29,6 +29,7 @@ COMMANDS = {
     "gate": "carbonrun.cli.gate:gate",
     "plan": "carbonrun.cli.plan:plan",
     "sweep": "carbonrun.cli.sweep:sweep",
+    "sync": "carbonrun.cli.cluster:sync",  # issue 11: send runs spooled for PostgreSQL
 }
 GROUP_OPTIONS = {"--help", "-h", "--version", "--debug"}
 

@@ -13,7 +13,14 @@ def measure(argv: List[str], st: Settings) -> int:
     from carbonrun.runner import execute, prepare
     from carbonrun.session import LaunchError
 
+    plan = None
+    if st.values.get("start_within"):  # carbon-aware start: decide, show, wait (cli/plan.py)
+        from carbonrun.cli.plan import plan_and_wait
+
+        plan = plan_and_wait(argv, st)
     p = prepare(argv, st)
+    if plan is not None:
+        p.record["plan"] = plan
     live = None
     if not st.quiet and st.live and sys.stderr.isatty():
         from carbonrun.cli.live import LiveTable

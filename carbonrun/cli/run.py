@@ -47,11 +47,19 @@ def flag_values(ctx: click.Context, params: Dict[str, Any]) -> Dict[str, Tuple[A
 @click.command(context_settings={"allow_interspersed_args": False},
                epilog="Examples:\n\n  carbonrun run -- python train.py --epochs 3\n\n"
                       "  carbonrun --region gcp:europe-west9 --pue 1.1 make test\n\n"
-                      "  carbonrun --quiet --json run.json -- ./bench")
+                      "  carbonrun --quiet --json run.json -- ./bench\n\n"
+                      "  carbonrun run --start-within 8h --expected-duration 2h --provider uk -- ./train.sh")
 @run_options
 @click.option("--quiet", "-q", is_flag=True, help="No live table; a one-line summary.")
 @click.option("--no-live", "no_live", is_flag=True, help="No live table; the full summary at the end.")
 @click.option("--json", "json_path", metavar="FILE", help="Also write the run record to FILE.")
+# carbon-aware start and embodied carbon (cli/plan.py, embodied.py; docs/carbon.md)
+@click.option("--start-within", metavar="DURATION", help="Wait for the lowest forecast intensity within DURATION "
+              "(6h, 1h30m, 2d), then run; Ctrl-C while waiting cancels.")
+@click.option("--expected-duration", metavar="DURATION",
+              help="How long COMMAND runs, for --start-within [default: median of earlier runs].")
+@click.option("--now", "start_now", is_flag=True, help="Start at once, ignoring a configured start-within.")
+@click.option("--embodied", is_flag=True, default=None, help=SPECS["embodied"].help + ".")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, command: Tuple[str, ...], quiet: bool, no_live: bool, json_path: Optional[str],
@@ -65,12 +73,15 @@ def run(ctx: click.Context, command: Tuple[str, ...], quiet: bool, no_live: bool
 
     block_signals()  # before anything could start a thread: signals are taken with sigtimedwait
     params.update(quiet=quiet or None, live=False if no_live else None, json=json_path)
+    start_now = params.pop("start_now", False)  # --now: no planned start (cli/plan.py)
     from carbonrun import settings as settings_mod
 
     flags = flag_values(ctx, params)
     if no_live:
         flags["live"] = (False, "flag")
     st = settings_mod.resolve(flags)
+    if start_now:  # --now wins over a start-within from the environment or a config file
+        st.values["start_within"], st.sources["start_within"] = None, "flag --now"
     from carbonrun.cli.measure import measure
 
     return measure(list(command), st)

@@ -1,0 +1,144 @@
+"""How fast `carbonrun report last` answers on a store of 10,000 runs (target: well under 0.5 s).
+
+Builds a temporary store of realistic records (most runs short, some hours long with a full
+2000-point timeline), then times the real CLI as a subprocess: median of several runs, so the
+figure includes Python's start-up and imports, as a user sees it.
+
+    .venv/bin/python benchmarks/store_bench.py [--runs 10000] [--repeat 7] [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from carbonrun.store import Store  # noqa: E402
+
+TARGET_S = 0.5
+COMMANDS = [["python", "train.py", "--epochs", "3"], ["make", "test"], ["pytest", "-q"],
+            ["python", "-m", "bench", "--size", "large"], ["./run_sim", "--steps", "100000"]]
+
+
+def timeline(duration: float, points: int, rng: random.Random) -> dict:
+    t = [round(duration * (i + 1) / points, 3) for i in range(points)]
+    cpu = [round(40 + 25 * math.sin(i / 17) + rng.random() * 5, 3) for i in range(points)]
+    return {"t": t, "watts": {"cpu": cpu, "dram": [round(4 + rng.random(), 3) for _ in range(points)],
+                              "gpu": [round(180 + 60 * rng.random(), 3) for _ in range(points)]}}
+
+
+def record(i: int, started: float, rng: random.Random) -> dict:
+    """A completed run shaped like what the runner stores (three components, full timeline)."""
+    long_run = rng.random() < 0.1
+    duration = rng.uniform(3600, 36000) if long_run else rng.uniform(1, 600)
+    points = 2000 if long_run else min(2000, max(2, int(duration / 0.5)))
+    comps = [("cpu", "package-0", "rapl", 45.0), ("dram", "dram", "rapl", 4.5), ("gpu", "0", "nvml-energy", 210.0)]
+    components = [{"component": c, "device": d, "source": s, "estimated": False, "counted": True,
+                   "machine_j": round(w * duration, 3), "job_j": round(w * duration * 0.8, 3),
+                   "low_j": round(w * duration * 0.8, 3), "high_j": round(w * duration * 0.8, 3)}
+                  for c, d, s, w in comps]
+    kwh = sum(c["job_j"] for c in components) / 3.6e6
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(started))
+    return {
+        "schema": "carbonrun.run/1", "id": None, "uuid": str(uuid.UUID(int=rng.getrandbits(128))),
+        "command": rng.choice(COMMANDS), "cwd": "/home/user/project", "tags": {"exp": f"e{i % 50}"},
+        "host": {"name": "bench", "platform": "Linux-6.1-x86_64", "cpu_model": "AMD EPYC 7543", "cpu_threads": 64,
+                 "memory_gb": 256.0, "gpus": [{"index": 0, "name": "NVIDIA A100", "uuid": "GPU-0"}],
+                 "virtualised": False},
+        "started_at": iso, "ended_at": iso, "duration_s": round(duration, 3), "status": "completed",
+        "exit_code": 0, "attribution": "process", "interval_s": 0.1, "samples": int(duration * 10),
+        "components": components,
+        "usage": {"job_cpu_s": duration * 0.9, "machine_busy_cpu_s": duration, "peak_rss_bytes": 2**31},
+        "energy": {"machine_kwh": kwh / 0.8, "job_kwh": kwh, "pue": 1.0, "total_kwh": kwh},
+        "intensity": {"g_per_kwh": 56.0, "region": "FR", "source": "table:country", "how": "annual average",
+                      "time_varying": False},
+        "emissions": {"kg": kwh * 0.056, "low_kg": kwh * 0.056, "high_kg": kwh * 0.056},
+        "social_cost_usd": {"low": 0.0, "central": 0.0, "high": 0.0, "basis": "US EPA (Dec 2023)"},
+        "timeline": timeline(duration, points, rng), "notes": [], "carbonrun_version": "0.1.0",
+    }
+
+
+def build(path: Path, n: int) -> None:
+    """Insert n runs in one transaction, through the store's own schema (Store.connect migrates)."""
+    rng = random.Random(5)
+    store = Store(path)
+    db = store.connect()
+    start = time.time() - n * 600
+    db.execute("BEGIN")
+    for i in range(n):
+        rec = record(i, start + i * 600, rng)
+        cur = db.execute(
+            "INSERT INTO runs (uuid, started_at, started_ts, status, command, tags, owner, record)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, '{}')",
+            (rec["uuid"], rec["started_at"], start + i * 600, rec["status"], json.dumps(rec["command"]),
+             json.dumps(rec["tags"]), "bench:1:1"))
+        rec["id"] = cur.lastrowid
+        db.execute("UPDATE runs SET record = ? WHERE id = ?", (json.dumps(rec), rec["id"]))
+    db.execute("COMMIT")
+    store.close()
+
+
+def timed(argv: List[str], repeat: int) -> List[float]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        p = subprocess.run(argv, capture_output=True, env=env)
+        out.append(time.perf_counter() - t0)
+        if p.returncode != 0:
+            sys.exit(f"failed: {' '.join(argv)}: {p.stderr.decode().strip()}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--keep", metavar="DIR", help="build the store in DIR and keep it")
+    a = ap.parse_args()
+    d = Path(a.keep or tempfile.mkdtemp(prefix="carbonrun-bench-"))
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "runs.sqlite"
+    if path.exists():
+        path.unlink()
+    t0 = time.perf_counter()
+    build(path, a.runs)
+    print(f"store: {a.runs:,} runs, {path.stat().st_size / 2**20:.0f} MiB, built in {time.perf_counter() - t0:.1f} s")
+    base = [sys.executable, "-m", "carbonrun"]
+    cases = {
+        "python -c pass (start-up floor)": [sys.executable, "-c", "pass"],
+        "carbonrun report last": base + ["report", "last", "--store", str(path)],
+        "carbonrun report last --format json": base + ["report", "last", "--format", "json", "--store", str(path)],
+        "carbonrun history": base + ["history", "--store", str(path)],
+        "carbonrun history --status failed": base + ["history", "--status", "failed", "--store", str(path)],
+    }
+    medians = {}
+    for name, argv in cases.items():
+        times = timed(argv, a.repeat)
+        medians[name] = statistics.median(times)
+        print(f"{name:40s} median {medians[name] * 1000:7.1f} ms  (min {min(times) * 1000:.1f}, "
+              f"max {max(times) * 1000:.1f}, n={a.repeat})")
+    got = medians["carbonrun report last"]
+    print(f"target: `carbonrun report last` on {a.runs:,} runs well under {TARGET_S} s -> "
+          f"{got:.3f} s: {'OK' if got < TARGET_S else 'TOO SLOW'}")
+    if not a.keep:
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+    sys.exit(0 if got < TARGET_S else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""`carbonrun plan` and the terminal side of `carbonrun run --start-within`: forecast, decide, show, wait.
+
+The decision is planner.best_start; this module finds the forecast (an --intensity-file series that reaches
+into the future, or a configured live provider's forecast endpoint), prints the plan and waits with a
+countdown. Without a provider or a future series there is no forecast, and it says so and starts at once:
+the packaged tables are annual averages, and a fixed --intensity is the same at every hour.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+
+from carbonrun.errors import CarbonrunError
+from carbonrun.planner import Plan, Segment, best_start, format_duration, wait_until
+from carbonrun.settings import SPECS, Settings
+
+CANCEL = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+HISTORY_RUNS = 20  # earlier runs of the command whose median duration is the default expectation
+
+
+# -- the forecast ----------------------------------------------------------------------------------------
+def forecast_for(st: Settings, now: float, horizon_s: float) -> Tuple[List[Segment], Optional[str], List[str]]:
+    """(segments, source, notes) covering [now, now + horizon_s] as far as a forecast exists."""
+    if st.intensity is not None:
+        return [], "flag", ["a fixed --intensity is the same at every hour: nothing to plan"]
+    if st.intensity_file:
+        return _from_file(st.intensity_file, now)
+    if st.provider and str(st.provider).lower() not in ("none", "off", "no"):
+        return _from_provider(st, now, horizon_s)
+    return [], None, ["no forecast: the packaged tables hold annual averages (configure a live provider with "
+                      "forecasts, or pass an --intensity-file series that reaches into the future)"]
+
+
+def _from_file(path: str, now: float) -> Tuple[List[Segment], Optional[str], List[str]]:
+    from carbonrun.carbon import IntensityFileError, iso, load_intensity_file
+
+    try:
+        series = load_intensity_file(path).series
+    except IntensityFileError as e:
+        raise CarbonrunError(str(e), 2) from None
+    assert series is not None
+    ends = series.starts[1:] + [series.end]
+    segs = [(a, b, g) for a, b, g in zip(series.starts, ends, series.values) if b > a]
+    source = f"file:{os.path.basename(path)}"
+    if series.end <= now:
+        return [], source, [f"the intensity file ends at {iso(series.end)}, before now: no forecast in it"]
+    return segs, source, []
+
+
+def _from_provider(st: Settings, now: float, horizon_s: float) -> Tuple[List[Segment], Optional[str], List[str]]:
+    from carbonrun.providers import ProviderError, get_provider
+    from carbonrun.runner import cache_dir, provider_options
+
+    opts: Dict[str, Any] = {"cache_dir": str(cache_dir()), "timeout": 3.0, **provider_options(st)}
+    if st.region and not opts.get("region"):
+        opts["region"] = st.region
+    try:
+        provider = get_provider(st.provider, opts)
+    except ValueError as e:
+        raise CarbonrunError(str(e), 2) from None
+    source = f"provider:{provider.name}"
+    try:
+        segs = list(provider.forecast(now, now + horizon_s))
+    except ProviderError as e:
+        return [], source, [f"no forecast from {provider.title}: {e}"]
+    except Exception as e:  # a provider bug must not stop the run
+        return [], source, [f"no forecast from {provider.title} ({type(e).__name__})"]
+    if segs and min(s[0] for s in segs) > now:  # forecasts may start at the next hour: add the current value
+        try:
+            g, t_from, t_to = provider.current()
+            if t_from <= now < t_to:
+                segs.append((t_from, min(t_to, min(s[0] for s in segs)), g))
+        except Exception:  # the forecast alone still decides
+            pass
+    return segs, source, []
+
+
+def decide(st: Settings, now: float, window_s: float, duration_s: float) -> Plan:
+    """The plan for a job of duration_s starting within window_s of now."""
+    segs, source, notes = forecast_for(st, now, window_s + duration_s)
+    try:
+        plan = best_start(segs, now, window_s, duration_s, source=source)
+    except ValueError as e:
+        raise CarbonrunError(str(e), 2) from None
+    plan.notes = notes + (plan.notes if segs or not notes else [])  # the caller's reason says it better
+    return plan
+
+
+# -- expected duration -----------------------------------------------------------------------------------
+def earlier_durations(st: Settings, argv: List[str]) -> List[float]:
+    """Durations of the latest completed runs of exactly this command (newest first); [] without a store."""
+    from carbonrun.runner import open_store
+
+    store = None
+    try:
+        store = open_store(st)
+        runs = store.query(command=" ".join(argv), status="completed", limit=10 * HISTORY_RUNS)
+    except Exception:  # no store yet, or one that cannot be read: the history is only a default
+        return []
+    finally:
+        if store is not None:
+            store.close()
+    return [float(r["duration_s"]) for r in runs if r.get("command") == list(argv)][:HISTORY_RUNS]
+
+
+def expected_duration(st: Settings, argv: List[str]) -> Tuple[float, str]:
+    """(seconds, where it came from): the setting, else the median of earlier completed runs."""
+    if st.values.get("expected_duration"):
+        where = st.sources.get("expected_duration", "flag")
+        return float(st.expected_duration), "--expected-duration" if where == "flag" else where
+    durations = sorted(earlier_durations(st, argv))
+    if not durations:
+        raise CarbonrunError("no earlier completed run of this command to take its duration from: "
+                             "give --expected-duration (like 45m or 2h)", 2)
+    n = len(durations)
+    median = durations[n // 2] if n % 2 else (durations[n // 2 - 1] + durations[n // 2]) / 2
+    return max(median, 1.0), f"median of {n} earlier completed run{'s' * (n > 1)}"
+
+
+# -- showing it ------------------------------------------------------------------------------------------
+def clock_text(t: float, now: float) -> str:
+    """Local wall time: 03:10 today, else with the day."""
+    when, today = _dt.datetime.fromtimestamp(t), _dt.datetime.fromtimestamp(now)
+    return when.strftime("%H:%M") if when.date() == today.date() else when.strftime("%a %d %b %H:%M")
+
+
+def describe(plan: Plan) -> str:
+    """One line: what was decided and what it saves."""
+    d = format_duration(plan.expected_duration_s)
+    if not plan.has_forecast:
+        return "no usable forecast; starting now"
+    fc = plan.forecast_g_per_kwh or 0.0
+    against = ""
+    if plan.now_g_per_kwh is not None:
+        against = f" against {plan.now_g_per_kwh:.0f} now"
+        if plan.saving_pct is not None and plan.saving_pct >= 0.5:
+            against += f": about {plan.saving_pct:.0f}% less CO2"
+    if plan.wait_s < 1:
+        return (f"starting now is best in the {format_duration(plan.window_s)} window: "
+                f"forecast {fc:.0f} g/kWh for the expected {d}")
+    return (f"start at {clock_text(plan.start_at, plan.decided_at)} (in {format_duration(plan.wait_s)}), "
+            f"forecast {fc:.0f} g/kWh{against} for the expected {d}")
+
+
+def begin_line(plan: Plan) -> str:
+    """The start time for schedulers: ISO 8601 with offset, and SLURM's --begin (local time)."""
+    local = _dt.datetime.fromtimestamp(plan.start_at).astimezone()
+    return f"start {local.isoformat(timespec='seconds')}  sbatch --begin={local.strftime('%Y-%m-%dT%H:%M:%S')}"
+
+
+def plan_json(plan: Plan) -> Dict[str, Any]:
+    rec = plan.to_record()
+    local = _dt.datetime.fromtimestamp(plan.start_at).astimezone()
+    rec.update(start_at_unix=round(plan.start_at, 3), wait_s=round(plan.wait_s, 3),
+               slurm_begin=local.strftime("%Y-%m-%dT%H:%M:%S"), summary=describe(plan))
+    return rec
+
+
+# -- run --start-within ----------------------------------------------------------------------------------
+def _sleep_for_signal(timeout: float) -> Optional[int]:
+    """Sleep, waking for a cancelling signal (blocked by `run`, so taken here rather than by a handler)."""
+    info = signal.sigtimedwait(CANCEL, max(timeout, 0.001))
+    return info.si_signo if info is not None else None
+
+
+def _countdown(stream: Any, plan: Plan) -> Any:
+    at = clock_text(plan.start_at, plan.decided_at)
+    if not stream.isatty():
+        stream.write(f"carbonrun: waiting until {at} ({format_duration(plan.wait_s)}); Ctrl-C cancels\n")
+        stream.flush()
+        return None
+
+    def tick(left: float) -> None:
+        stream.write(f"\r\033[Kcarbonrun: starting in {format_duration(left)} at {at} (Ctrl-C cancels)")
+        stream.flush()
+    return tick
+
+
+def _validate(st: Settings) -> None:
+    """Bad input fails now, not after hours of waiting (prepare checks the rest again)."""
+    from carbonrun.runner import parse_scc
+
+    parse_scc(st)
+    if st.region and st.intensity is None and not st.intensity_file and not st.provider:
+        from carbonrun.regions import UnknownRegion, lookup
+
+        try:
+            lookup(st.region)
+        except UnknownRegion as e:
+            raise CarbonrunError(str(e), 2) from None
+
+
+def plan_and_wait(argv: List[str], st: Settings, stream: Any = None, clock: Any = time.time,
+                  sleep: Any = _sleep_for_signal) -> Dict[str, Any]:
+    """Decide, show the plan on stderr, wait for the start; the record's `plan` section.
+
+    A cancelling signal during the wait raises CarbonrunError with 128+N (130 for Ctrl-C): the command
+    never starts.
+    """
+    stream = sys.stderr if stream is None else stream
+    _validate(st)
+    duration, how = expected_duration(st, argv)
+    plan = decide(st, clock(), float(st.start_within), duration)
+    plan.extra["expected_duration_from"] = how
+    stream.write(f"carbonrun: plan: {describe(plan)} ({plan.source or 'no forecast source'}; duration: {how})\n")
+    for note in plan.notes:
+        stream.write(f"carbonrun: plan note: {note}\n")
+    stream.flush()
+    t0 = clock()
+    if plan.start_at > t0:
+        tick = _countdown(stream, plan)
+        sig = wait_until(plan.start_at, clock=clock, sleep=sleep, tick=tick)
+        if tick is not None:
+            stream.write("\r\033[K")
+        if sig:
+            name = signal.Signals(sig).name
+            raise CarbonrunError(f"cancelled by {name} while waiting: the command was not started", 128 + sig)
+        stream.write(f"carbonrun: starting now, as planned\n")
+        stream.flush()
+    plan.extra["waited_s"] = round(clock() - t0, 3)
+    return plan.to_record()
+
+
+# -- carbonrun plan --------------------------------------------------------------------------------------
+@click.command(epilog="Examples:\n\n\b\n"
+                      "  carbonrun plan --start-within 12h --expected-duration 2h --provider uk\n"
+                      "  carbonrun plan --start-within 1d --expected-duration 6h --intensity-file fc.csv\n"
+                      "  sbatch --begin=$(carbonrun plan --start-within 8h --expected-duration 3h \\\n"
+                      "                   --provider uk --json | jq -r .slurm_begin) job.sh")
+@click.option("--start-within", metavar="DURATION", help="Latest start, from now: 90s, 30m, 6h, 1h30m, 2d.")
+@click.option("--expected-duration", metavar="DURATION", help="How long the job runs: 45m, 2h, ...")
+@click.option("--region", metavar="REGION", help=SPECS["region"].help)
+@click.option("--intensity", metavar="G", help=SPECS["intensity"].help)
+@click.option("--intensity-file", metavar="FILE", help=SPECS["intensity_file"].help + " (may reach into the future)")
+@click.option("--provider", metavar="NAME", help=SPECS["provider"].help + ": uk, electricitymaps, watttime")
+@click.option("--provider-url", metavar="URL", help=SPECS["provider_url"].help, hidden=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(as_json: bool, **params: Any) -> int:
+    """When to start a job of a given length to emit least: the decision `run --start-within` makes.
+
+    Nothing is run. Prints the start time in ISO 8601 and in SLURM's `--begin` format, for cron or
+    batch schedulers. Needs a forecast: a live provider that publishes one (uk, electricitymaps,
+    watttime) or an --intensity-file series that reaches into the future; without one it says so and
+    answers "now".
+    """
+    from carbonrun import settings as settings_mod
+
+    flags = {k: (v, "flag") for k, v in params.items() if v is not None}
+    st = settings_mod.resolve(flags)
+    if not st.values.get("start_within"):
+        raise CarbonrunError("give --start-within (like 6h): the latest time to start, from now", 2)
+    if not st.values.get("expected_duration"):
+        raise CarbonrunError("give --expected-duration (like 2h): how long the job runs", 2)
+    p = decide(st, time.time(), float(st.start_within), float(st.expected_duration))
+    if as_json:
+        sys.stdout.write(json.dumps(plan_json(p), indent=2) + "\n")
+        return 0
+    out = [describe(p), f"source: {p.source or 'none'}; window {format_duration(p.window_s)}; "
+                        f"{p.candidates} start times compared"]
+    out += [f"note: {n}" for n in p.notes]
+    out.append(begin_line(p))
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
