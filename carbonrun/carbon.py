@@ -458,5 +458,11 @@ def equivalent(kg: float) -> str:
             return f"about {share:.1f} times one passenger's {trip}"
         return f"about {share * 100:.0f}% of one passenger's {trip}"
     km = kg * 1000.0 / CAR_G_PER_KM
-    dist = f"{km * 1000:.0f} m" if km < 1 else f"{km:.1f} km" if km < 10 else f"{km:,.0f} km"
+    m = km * 1000
+    if km >= 1:
+        dist = f"{km:.1f} km" if km < 10 else f"{km:,.0f} km"
+    elif m >= 1:
+        dist = f"{m:.0f} m"
+    else:
+        dist = f"{m * 1000:.2g} mm" if m >= 1e-3 else "under 1 mm"
     return f"driving an average passenger car about {dist} (US EPA, ~250 g CO2/km)"
