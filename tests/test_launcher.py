@@ -145,10 +145,10 @@ def test_report_job_over_three_nodes_of_two_ranks(cli, tmp_path, kind):
     out = cli("report", "--job", "4242", "--format", "json", *store)
     assert out.returncode == 0, out.stderr.decode()
     agg = json.loads(out.stdout)
-    assert (agg["nodes"], agg["ranks"], agg["runs"], agg["metering_runs"]) == (3, 6, 6, 3)
+    assert (agg["nodes"], agg["ranks"], agg["runs"], agg["metering_runs"]) == (3, 6, 6, 3), agg
     assert agg["energy"]["total_kwh"] == pytest.approx(sum(r["energy"]["total_kwh"] for r in meters))
     assert agg["emissions"]["kg"] == pytest.approx(sum(r["emissions"]["kg"] for r in meters))
-    assert agg["duration_s"] == max(r["duration_s"] for r in recs) and agg["notes"] == []
+    assert agg["duration_s"] == max(r["duration_s"] for r in recs) and agg["notes"] == [], agg
     table = cli("report", "--job", "4242", *store)
     assert table.returncode == 0 and "3 node(s), 6 rank(s)" in table.stdout.decode()
     assert all(f"node-{n}" in table.stdout.decode() for n in range(3))

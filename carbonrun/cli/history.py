@@ -54,7 +54,7 @@ def open_store(flag: Optional[str]):
 
 
 def store_option(f: Callable) -> Callable:
-    return click.option("--store", metavar="PATH", help="The run store (SQLite file) [env CARBONRUN_STORE].")(f)
+    return click.option("--store", metavar="PATH", help="The run store [env CARBONRUN_STORE, config `store`].")(f)
 
 
 def _complete_ids(ctx: click.Context, param: click.Parameter, incomplete: str):
@@ -215,7 +215,7 @@ def history_table(records: List[dict], color: bool, width: int) -> str:
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("--since", metavar="WHEN",
               help="Only runs started since WHEN: 2024-05-01, 2024-05-01T14:00, 12h, 7d, 2w.")
-@click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True,
+@click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True, metavar="N",
               help="Show at most N runs, newest first (0: all).")
 @click.option("--format", "-f", "fmt", type=click.Choice(HISTORY_FORMATS), default="table", show_default=True)
 @click.option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
@@ -318,7 +318,7 @@ def rm(refs: Tuple[str, ...], store: Optional[str]) -> int:
 
 
 @click.command(epilog="Examples:\n\n  carbonrun prune --keep 1000\n\n  carbonrun prune --older-than 90 --dry-run\n\n"
-                      "  carbonrun prune --keep 100 --older-than 30   (a run goes only when both allow it)")
+                      "  carbonrun prune --keep 100 --older-than 30")
 @click.option("--keep", type=click.IntRange(min=0), metavar="N", help="Keep the N most recent runs.")
 @click.option("--older-than", "older_than", type=click.FloatRange(min=0), metavar="DAYS",
               help="Remove runs started more than DAYS days ago.")
