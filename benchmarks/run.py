@@ -616,6 +616,16 @@ def wait_for_quiet(limit_s: float, threshold: float = 0.10) -> float:
             return busy
 
 
+def raise_priority(nice: int = -15) -> int:
+    """Run (and start everything) at a higher priority when allowed, so other work on a shared
+    machine disturbs the wall-clock figures less; returns the niceness in force."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError:
+        pass
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def warm_up(ctx: Ctx) -> List[Figure]:
     """Compile every path's bytecode once (quiet, full summary, live table) and create the store."""
     run(ctx, carbonrun(ctx, ["--quiet"], ["true"]))
@@ -653,7 +663,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="carbonrun-bench-") as tmp:
         ctx = make_ctx(Path(tmp), quick)
         info = machine(ctx)
-        wait = 20.0 if quick else 60.0
+        info["nice"] = str(raise_priority())
+        wait = 5.0 if quick else 15.0
         section(figures, "warm-up", lambda: warm_up(ctx), ctx)
         section(figures, "start-up", lambda: bench_startup(ctx, n), ctx, wait)
         section(figures, "imports", lambda: bench_imports(ctx), ctx)
@@ -683,7 +694,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def report(info: Dict[str, str], figures: List[Figure], ctx: Ctx, peer_rows: List[List[str]],
            quick: bool, mem: Tuple[float, float]) -> None:
     print(f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, Linux {info['kernel']}, "
-          f"RAPL: {info['rapl']}; {info['date']}; {'--quick' if quick else 'full'} run; carbonrun via {info['carbonrun']}")
+          f"RAPL: {info['rapl']}; {info['date']}; {'--quick' if quick else 'full'} run; nice {info['nice']}; "
+          f"carbonrun via {info['carbonrun']}")
     busy = ctx.extras.get("busy_before", {})
     print("Machine busy (all CPUs, %) just before each section: "
           + ", ".join(f"{k} {v:g}" for k, v in busy.items()))  # type: ignore[union-attr]

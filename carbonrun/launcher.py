@@ -14,7 +14,7 @@ import socket
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Dict, List, Mapping, Optional, Tuple
+from typing import IO, Dict, List, Mapping, Optional
 
 ENV_HOSTNAME = "CARBONRUN_HOSTNAME"  # hidden: simulates several nodes on one machine (tests, demos)
 WAIT_FOR_METER_S = 2.0

@@ -265,14 +265,15 @@ class PgStore:
             rows = conn.execute(_COLS + " ORDER BY id DESC LIMIT 1").fetchall()
         elif ref.startswith("-") and ref[1:].isdigit() and int(ref[1:]) > 0:
             rows = conn.execute(_COLS + " ORDER BY id DESC LIMIT 1 OFFSET %s", (int(ref[1:]) - 1,)).fetchall()
-        elif ref.isdigit():
+        else:
+            rows = []
+        if ref.isdigit():
             rows = conn.execute(_COLS + " WHERE id = %s", (int(ref),)).fetchall()
-        elif len(ref) >= 4 and all(c in "0123456789abcdef-" for c in ref.lower()):
+        if not rows and len(ref) >= 4 and all(c in "0123456789abcdef-" for c in ref.lower()):
+            # a uuid prefix (one of digits only when no run has that id)
             rows = conn.execute(_COLS + " WHERE uuid LIKE %s LIMIT 2", (ref.lower() + "%",)).fetchall()
             if len(rows) > 1:
                 raise KeyError(f"run reference {ref!r} is ambiguous (several uuids start with it)")
-        else:
-            rows = []
         if not rows:
             raise KeyError(f"no run {ref!r} in {self.where}" if ref not in ("last", "") else
                            f"no runs stored yet in {self.where}")

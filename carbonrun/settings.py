@@ -77,7 +77,7 @@ SPECS: Dict[str, Spec] = {
     "quiet": Spec(_bool, False, "no live table; a one-line summary"),
     "live": Spec(_bool, True, "draw the live table when stderr is a terminal"),
     "json": Spec(str, None, "also write the run record to this file"),
-    "store": Spec(str, None, "the run store (SQLite file)"),
+    "store": Spec(str, None, "the run store: an SQLite file or a postgresql:// URL"),
     "gpus": Spec(str, "all", "GPUs to meter: all, none, or indices like 0,2"),
     "scc": Spec(str, None, "social cost of carbon LOW,CENTRAL,HIGH in USD per tonne"),
     "rapl_root": Spec(str, "/sys/class/powercap", "powercap root (for containers and tests)"),

@@ -300,15 +300,15 @@ class Store:
                 row = db.execute(cols + " ORDER BY id DESC LIMIT 1").fetchone()
             elif ref.startswith("-") and ref[1:].isdigit() and int(ref[1:]) > 0:
                 row = db.execute(cols + " ORDER BY id DESC LIMIT 1 OFFSET ?", (int(ref[1:]) - 1,)).fetchone()
-            elif ref.isdigit():
+            else:
+                row = None
+            if ref.isdigit():
                 row = db.execute(cols + " WHERE id = ?", (int(ref),)).fetchone()
-            elif len(ref) >= 4 and all(c in "0123456789abcdef-" for c in ref.lower()):
+            if row is None and len(ref) >= 4 and all(c in "0123456789abcdef-" for c in ref.lower()):
                 rows = db.execute(cols + " WHERE uuid LIKE ? LIMIT 2", (ref.lower() + "%",)).fetchall()
                 if len(rows) > 1:
                     raise KeyError(f"run reference {ref!r} is ambiguous (several uuids start with it)")
                 row = rows[0] if rows else None
-            else:
-                row = None
             if row is None:
                 raise KeyError(f"no run {ref!r} in {self.path}" if ref not in ("last", "") else
                                f"no runs stored yet in {self.path}")

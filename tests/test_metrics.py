@@ -6,7 +6,6 @@ import os
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import pytest
 

@@ -16,7 +16,7 @@ from carbonrun.pgstore import PgStore, SCHEMA_VERSION, pending
 from carbonrun.store import Store, StoreError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pg import Server, free_port, pg_url, server  # noqa: E402,F401
+from pg import Server, free_port, pg_url  # noqa: E402,F401  (pg_url: a fixture)
 
 DEAD_OWNER = f"{socket.gethostname()}:999999999:1"  # this host, a process that cannot exist
 

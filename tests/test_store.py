@@ -299,3 +299,16 @@ def test_brief_query_leaves_out_only_the_timeline(tmp_path):
     full, brief = st.query()[0], st.query(brief=True)[0]
     assert full["timeline"] == rec["timeline"] and "timeline" not in brief
     assert {k: v for k, v in full.items() if k != "timeline"} == brief
+
+
+def test_a_uuid_prefix_of_digits_only_still_finds_its_run(tmp_path):
+    from carbonrun.record import new_record
+    from carbonrun.store import Store
+
+    store = Store(tmp_path / "runs.sqlite")
+    rec = new_record(["true"], {}, {}, "process", 0.1, 0.0)
+    rec["uuid"] = "12345678-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+    rec["status"] = "completed"
+    store.begin(rec, 0.0)
+    assert store.get("1")["uuid"] == rec["uuid"]  # an id first
+    assert store.get("12345678")["uuid"] == rec["uuid"]  # no run 12345678: the uuid prefix

@@ -27,6 +27,8 @@ def run_options(f):
         click.option("--gpus", metavar="LIST", help=SPECS["gpus"].help),
         click.option("--scc", metavar="L,C,H", help=SPECS["scc"].help),
         click.option("--store", metavar="PATH", help=SPECS["store"].help),
+        click.option("--prometheus-textfile", metavar="DIR", help=SPECS["prometheus_textfile"].help),
+        click.option("--pushgateway", metavar="URL", help=SPECS["pushgateway"].help),
         click.option("--rapl-root", metavar="DIR", hidden=True),
         click.option("--proc-root", metavar="DIR", hidden=True),
     ]
