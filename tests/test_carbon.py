@@ -8,7 +8,7 @@ import pytest
 
 import carbonrun.providers as providers
 from carbonrun.carbon import (
-    WORLD_AVERAGE_G, Intensity, IntensityFileError, equivalent, load_intensity_file, parse_scc,
+    WORLD_AVERAGE_G, IntensityFileError, equivalent, load_intensity_file, parse_scc,
     resolve_intensity, social_cost,
 )
 from carbonrun.carbon import iso

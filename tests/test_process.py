@@ -1,7 +1,6 @@
 """The job's CPU time: the live /proc tree, children reaped between samples, orphans."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap

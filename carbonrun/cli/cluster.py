@@ -2,31 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Optional
 
 import click
 
+from carbonrun.cli.history import store_spec
+
 from carbonrun.errors import CarbonrunError
 
 JOB_FORMATS = ("table", "json")
-
-
-def store_spec(flag: Optional[str]) -> Optional[str]:
-    """--store > CARBONRUN_STORE > config `store` (project, then user) > None (the default SQLite file).
-
-    Kept as a string: a postgresql:// URL must not go through Path."""
-    if flag:
-        return flag
-    if os.environ.get("CARBONRUN_STORE"):
-        return os.environ["CARBONRUN_STORE"]
-    from carbonrun.config import load_layers
-
-    for _label, table in load_layers(os.getcwd(), os.environ):
-        if table.get("store"):
-            return str(table["store"])
-    return None
 
 
 @click.command(epilog="Examples:\n\n  carbonrun sync\n\n  carbonrun sync --store postgresql://carbonrun@db/carbonrun")

@@ -222,7 +222,7 @@ def plan_and_wait(argv: List[str], st: Settings, stream: Any = None, clock: Any 
         if sig:
             name = signal.Signals(sig).name
             raise CarbonrunError(f"cancelled by {name} while waiting: the command was not started", 128 + sig)
-        stream.write(f"carbonrun: starting now, as planned\n")
+        stream.write("carbonrun: starting now, as planned\n")
         stream.flush()
     plan.extra["waited_s"] = round(clock() - t0, 3)
     return plan.to_record()

@@ -1,15 +1,11 @@
 """`carbonrun run`: measure one command, show it live, store it, summarise it."""
 from __future__ import annotations
 
-import os
-import sys
-import time
 from typing import Any, Dict, Optional, Tuple
 
 import click
 
-from carbonrun.errors import CarbonrunError
-from carbonrun.settings import SPECS, env_name
+from carbonrun.settings import SPECS
 
 
 def run_options(f):

@@ -84,8 +84,7 @@ def _release(nv: Any) -> None:
 def _nvml() -> Iterator[Any]:
     """pynvml with NVML initialised for the duration; NvmlError when it cannot start."""
     if not _library_present():
-        _problem(found, NO_LIBRARY_NOTE, "install the NVIDIA driver (it provides libnvidia-ml.so.1); check `nvidia-smi`")
-        return found
+        raise NvmlError(NO_LIBRARY_NOTE)
     nv = _import_pynvml()
     if nv is None:
         raise NvmlError("nvidia-ml-py (pynvml) is not importable")

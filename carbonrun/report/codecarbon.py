@@ -8,8 +8,6 @@ counts as RAM; psys (the whole platform) is not a component there and is left ou
 """
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
@@ -91,12 +89,9 @@ def row(record: dict) -> Dict[str, object]:
 
 
 def render_many(records: List[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in records:
-        w.writerow(row(r))
-    return buf.getvalue()
+    from carbonrun.report.csvfmt import table
+
+    return table(COLUMNS, (row(r) for r in records))
 
 
 def render(record: dict, *, color: bool = False, width: int = 100) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Dict, List
+from typing import Dict, Iterable, List
 
 from carbonrun.report import units
 
@@ -54,13 +54,17 @@ def row(record: dict) -> Dict[str, object]:
     return out
 
 
-def render_many(records: List[dict]) -> str:
+def table(columns: List[str], rows: Iterable[dict]) -> str:
+    """CSV text with a header: shared by the csv and codecarbon formats."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
-    for r in records:
-        w.writerow(row(r))
+    w.writerows(rows)
     return buf.getvalue()
+
+
+def render_many(records: List[dict]) -> str:
+    return table(COLUMNS, (row(r) for r in records))
 
 
 def render(record: dict, *, color: bool = False, width: int = 100) -> str:
