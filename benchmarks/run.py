@@ -96,7 +96,7 @@ class Figure:
             return "yes"
         assert self.value is not None and self.target is not None
         gap = abs(self.value - self.target)
-        return f"**no**: {num(gap)} {self.unit} {'over' if self.op == '<=' else 'short'} ({self.value / self.target:.1f}×)"
+        return f"**no**: {num(gap)} {self.unit} {'over' if self.op == '<=' else 'short'} ({self.value / self.target:.2f}×)"
 
     def target_str(self) -> str:
         if self.target_text:
@@ -254,8 +254,8 @@ def bench_startup(ctx: Ctx, n: int) -> List[Figure]:
     for i in range(n):
         bare.append(run(ctx, ["true"]).wall_s)
         cr.append(run(ctx, carbonrun(ctx, ["--quiet"], ["true"])).wall_s)
-        py.append(run(ctx, [ctx.python, "-I", "-c", "pass"]).wall_s)
-        site.append(run(ctx, [ctx.python, "-c", "pass"]).wall_s)
+        py.append(run(ctx, [ctx.python, "-I", "-S", "-c", "pass"]).wall_s)
+        site.append(run(ctx, [ctx.python, "-I", "-c", "pass"]).wall_s)
         if i < max(3, n // 2):
             store = ctx.path("fresh", ".sqlite")
             fresh.append(run(ctx, carbonrun(ctx, ["--quiet", "--store", str(store)], ["true"])).wall_s)
@@ -267,11 +267,11 @@ def bench_startup(ctx: Ctx, n: int) -> List[Figure]:
                     f"bare `true` {1000 * base:.1f} ms"), runs=ms(cr)),
         Figure("  same, first run on a new store (file created)", med(ms(fresh)), "ms",
                how=f"median of {len(fresh)}, `--store NEW` each time", runs=ms(fresh)),
-        Figure("  floor: `python -I -c pass` minus `true`", med(ms(py)), "ms",
+        Figure("  floor: `python -I -S -c pass` minus `true`", med(ms(py)), "ms",
                how=f"median of {n}: the interpreter alone, what no change to carbonrun can remove",
                runs=ms(py)),
-        Figure("  floor with this venv's site: `python -c pass` minus `true`", med(ms(site)), "ms",
-               how=f"median of {n}: adds site-packages .pth files (an editable install's finder among them)",
+        Figure("  floor with this venv's site: `python -I -c pass` minus `true`", med(ms(site)), "ms",
+               how=f"median of {n}: adds `site` and the venv's .pth files (an editable install's finder among them)",
                runs=ms(site)),
     ]
 
@@ -568,7 +568,9 @@ def bench_peers(ctx: Ctx, secs: float, reps: int, n: int, ours: Dict[str, Figure
 
 
 def ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}×" if b > 0 else "—"
+    if b <= 0:
+        return "—"
+    return f"{a / b:.1f}×" if a / b < 1000 else "> 1,000×"
 
 
 # -- machine and output ------------------------------------------------------------------------------

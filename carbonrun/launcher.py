@@ -10,7 +10,6 @@ import dataclasses
 import fcntl
 import os
 import re
-import socket
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ WAIT_FOR_METER_S = 2.0
 
 def hostname(env: Optional[Mapping[str, str]] = None) -> str:
     env = os.environ if env is None else env
-    return env.get(ENV_HOSTNAME) or env.get("SLURMD_NODENAME") or socket.gethostname()
+    return env.get(ENV_HOSTNAME) or env.get("SLURMD_NODENAME") or os.uname().nodename
 
 
 def _int(v: Optional[str]) -> Optional[int]:

@@ -9,7 +9,6 @@ import base64
 import math
 import os
 import re
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -94,6 +93,8 @@ def render(record: dict) -> str:
 def write_textfile(directory: str, text: str) -> Path:
     """DIR/carbonrun.prom, replaced atomically so node_exporter never reads half a file."""
     target = Path(directory) / TEXTFILE
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=".carbonrun.", suffix=".tmp", dir=directory)  # not *.prom: not collected
     try:
         with os.fdopen(fd, "w") as f:
@@ -143,10 +144,10 @@ def push(base: str, text: str, groups: Dict[str, str], timeout: float = PUSH_TIM
 
 def export(record: dict, textfile: Optional[str], pushgateway: Optional[str]) -> bool:
     """Write/push the run's metrics as configured; returns True when a note was added to the record."""
-    import http.client
-
     if not textfile and not pushgateway:
         return False
+    import http.client
+
     notes: List[str] = []
     job = record.get("job") or {}
     if job.get("role") == "pointer":

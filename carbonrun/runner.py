@@ -152,10 +152,12 @@ def execute(p: Prepared, argv: List[str], on_draw: Optional[Callable] = None,
 
         record["embodied"] = section(record, st)
     _save(p, record)
-    from carbonrun import metrics  # issue 11: Prometheus textfile / Pushgateway; a failure is a note
+    textfile, gateway = st.values.get("prometheus_textfile"), st.values.get("pushgateway")
+    if textfile or gateway:  # Prometheus export; a failure is a note
+        from carbonrun import metrics
 
-    if metrics.export(record, st.values.get("prometheus_textfile"), st.values.get("pushgateway")):
-        _save(p, record)
+        if metrics.export(record, textfile, gateway):
+            _save(p, record)
     return record, outcome
 
 

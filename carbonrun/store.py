@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -69,7 +68,7 @@ def _owner_token(pid: int) -> Optional[str]:
         start = data[data.rindex(b")") + 2:].split()[19].decode()
     except (OSError, ValueError, IndexError):
         start = "?"
-    return f"{socket.gethostname()}:{pid}:{start}"
+    return f"{os.uname().nodename}:{pid}:{start}"
 
 
 def _owner_alive(owner: Optional[str]) -> bool:
@@ -80,7 +79,7 @@ def _owner_alive(owner: Optional[str]) -> bool:
         pid_n = int(pid)
     except ValueError:
         return False
-    if host != socket.gethostname():
+    if host != os.uname().nodename:
         return True  # cannot tell from here; trust the record
     return _owner_token(pid_n) == owner
 
@@ -224,19 +223,36 @@ class Store:
         """Insert a starting run; returns its id (also written into the record)."""
         db = self.connect()
         owner = _owner_token(os.getpid())
-        cur = db.execute(
-            "INSERT INTO runs (uuid, started_at, started_ts, status, command, tags, owner, record)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (record["uuid"], record["started_at"], started_ts, record["status"], json.dumps(record["command"]),
-             json.dumps(record["tags"]), owner, "{}"))
-        record["id"] = cur.lastrowid
-        self.save(record)
+        outer = db.in_transaction  # a caller's transaction (bulk inserts) is joined, not nested
+        if not outer:
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("BEGIN IMMEDIATE")  # insert and fill in one transaction: one sync, not two
+        try:
+            cur = db.execute(
+                "INSERT INTO runs (uuid, started_at, started_ts, status, command, tags, owner, record)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record["uuid"], record["started_at"], started_ts, record["status"], json.dumps(record["command"]),
+                 json.dumps(record["tags"]), owner, "{}"))
+            record["id"] = cur.lastrowid
+            self.save(record)
+            if not outer:
+                db.execute("COMMIT")
+        except BaseException:
+            record["id"] = None  # not stored: never report an id that is not there
+            if not outer:
+                db.execute("ROLLBACK")
+            raise
         return record["id"]
 
     def save(self, record: dict) -> None:
-        """Write the record as it stands (checkpoint or final)."""
-        self.connect().execute("UPDATE runs SET status = ?, tags = ?, record = ? WHERE id = ?",
-                               (record["status"], json.dumps(record["tags"]), json.dumps(record), record["id"]))
+        """Write the record as it stands. A checkpoint of a running record is not synced to disk
+        (WAL keeps the file consistent; a power cut loses at most the last checkpoints); a
+        finished record is."""
+        db = self.connect()
+        if not db.in_transaction:
+            db.execute(f"PRAGMA synchronous = {'NORMAL' if record['status'] == 'running' else 'FULL'}")
+        db.execute("UPDATE runs SET status = ?, tags = ?, record = ? WHERE id = ?",
+                   (record["status"], json.dumps(record["tags"]), json.dumps(record), record["id"]))
 
     def delete(self, ids: Iterable[int]) -> int:
         """Remove runs by id in one transaction; unknown ids are ignored. Returns how many went."""
