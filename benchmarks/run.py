@@ -2,7 +2,7 @@
 """carbonrun's performance figures (issue 7): each from several runs, medians against targets.
 
     python benchmarks/run.py                  # about 4 minutes
-    python benchmarks/run.py --quick          # about 2 minutes: shorter runs, fewer repeats
+    python benchmarks/run.py --quick          # about 2.5 minutes: shorter runs, fewer repeats
     python benchmarks/run.py --long           # memory: 10 s against a 10-minute run (adds 10 min)
     python benchmarks/run.py --peers          # also CodeCarbon, in a throwaway venv (needs PyPI)
     python benchmarks/run.py --json out.json  # every figure and every run as JSON
@@ -474,7 +474,7 @@ def bench_accuracy(ctx: Ctx, secs: float, reps: int) -> List[Figure]:
     errors = [energy_error_pct(ctx, rec) for rec in records]
     steps = [len(rec["timeline"]["t"]) / rec["duration_s"] for rec in records]
     watts = truth_watts(ctx.zones, "cpu") + truth_watts(ctx.zones, "dram")
-    return [Figure("Accuracy: machine energy vs truth (|error|)", med([abs(e) for e in errors]), "%", 0.5,
+    return [Figure("Accuracy: machine energy vs truth, absolute error", med([abs(e) for e in errors]), "%", 0.5,
                    how=(f"{reps} runs side by side, `--attribution machine -- sleep {secs:g}`, fake RAPL at "
                         f"{watts:g} W wrapping every {WRAP_S:g} s; truth = W × duration_s; signed errors "
                         + ", ".join(f"{e:+.3f}%" for e in errors)), runs=errors),

@@ -119,6 +119,7 @@ class Sampler:
             self._thread.join()
         self._tick(time.monotonic())
         self._step()
+        self.tree.close()
         o = self.outcome
         o.ended_wall, o.duration_s = time.time(), self.now - self.t0
         o.exit_code, o.interrupted = exit_code, interrupted

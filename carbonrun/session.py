@@ -109,7 +109,7 @@ class Session:
             self._readings[i] = m.read(self.t0)
         self.acct.baseline(self._readings)
         self.pid = spawn(argv, env)
-        self.tree = ProcessTree(self.pid, self.proc_root)
+        self.tree = ProcessTree(self.pid, self.proc_root, orphans_of=os.getpid())
         self._loop()
         return self._finish()
 
@@ -136,7 +136,9 @@ class Session:
                 next_tick = now + interval
             if now >= next_step:
                 self._step()
-                next_step = now + ATTRIBUTION_STEP
+                next_step += ATTRIBUTION_STEP
+                if next_step <= now:
+                    next_step = now + ATTRIBUTION_STEP
                 if self.on_draw and now >= next_draw:
                     self.on_draw(self)
                     next_draw = now + self.draw_every
@@ -198,6 +200,7 @@ class Session:
         self._tick(now)
         self.tree.finish(getattr(self, "_root_cpu", 0.0))
         self._step()
+        self.tree.close()
         o = self.outcome
         o.ended_wall = self.wall()
         o.duration_s = now - self.t0

@@ -187,3 +187,12 @@ def test_subcommand_name_runs_as_program_with_run(cli):
 def test_python_module_and_console_script_agree(cli):
     p = cli("--version")
     assert p.returncode == 0 and b"carbonrun" in p.stdout
+
+
+def test_orphaned_grandchild_cpu_is_the_jobs(cli):
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.5: pass"
+    # The subshell exits at once: the burning python is orphaned and comes back to carbonrun.
+    script = f"( {sys.executable} -c '{burn}' & ) ; sleep 1.2"
+    p = cli("--quiet", "--", "sh", "-c", script)
+    assert p.returncode == 0, p.stderr.decode()
+    assert cli.record()["usage"]["job_cpu_s"] >= 0.45

@@ -12,7 +12,7 @@ import re
 from typing import Optional, Tuple
 
 from carbonrun.collectors.base import Discovery, JobView, Meter, Probe
-from carbonrun.collectors.process import read_busy_cpu_s, total_memory_bytes
+from carbonrun.collectors.process import BusyClock, total_memory_bytes
 
 # Cloud Carbon Footprint's AWS averages, per vCPU (shared/data/README.md).
 VCPU_IDLE_W = 0.74
@@ -37,7 +37,13 @@ class CpuEstimate(Meter):
         self._t0: Optional[float] = None
         self._last = 0.0
         self._shared_upto = 0.0
+        self._clock: Optional[BusyClock] = None
         self._owed = 0.0  # job joules the machine estimate has not caught up with (tick granularity)
+
+    def close(self) -> None:
+        if self._clock is not None:
+            self._clock.close()
+            self._clock = None
 
     def job_share(self, job: JobView) -> Optional[float]:
         """The job's CPU seconds at full per-thread power, as a share of the step's estimated energy.
@@ -54,8 +60,10 @@ class CpuEstimate(Meter):
     def read(self, now: float) -> float:
         """Joules since the first read (busy time before it is not this run's)."""
         try:
-            busy_now = read_busy_cpu_s(self.proc)
-        except OSError:
+            if self._clock is None:
+                self._clock = BusyClock(self.proc)
+            busy_now = self._clock.read()
+        except (OSError, ValueError, IndexError):
             return self._last
         if self._t0 is None:
             self._t0, self._busy0 = now, busy_now

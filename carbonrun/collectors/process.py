@@ -23,32 +23,62 @@ class TreeSample:
     pids: FrozenSet[int]
 
 
+class BusyClock:
+    """Machine-wide busy CPU seconds (user+nice+system+irq+softirq; steal is not ours, idle isn't
+    busy) from /proc/stat, kept open and re-read with pread: it is read on every tick."""
+
+    def __init__(self, proc_root: str = "/proc") -> None:
+        self._fd = os.open(f"{proc_root}/stat", os.O_RDONLY)
+
+    def read(self) -> float:
+        line = os.pread(self._fd, 256, 0).split(b"\n", 1)[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in line[1:8])
+        return (user + nice + system + irq + softirq) / _CLK_TCK
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 def read_busy_cpu_s(proc_root: str = "/proc") -> float:
-    """Machine-wide busy CPU seconds: user+nice+system+irq+softirq (steal is not ours, idle isn't busy)."""
-    with open(f"{proc_root}/stat", "rb") as f:
-        fields = f.readline().split()
-    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[1:8])
-    return (user + nice + system + irq + softirq) / _CLK_TCK
+    """One reading of the machine's busy CPU seconds (see BusyClock)."""
+    clock = BusyClock(proc_root)
+    try:
+        return clock.read()
+    finally:
+        clock.close()
 
 
-def _parse_stat(data: bytes) -> Tuple[int, float, int]:
-    """(ppid, cpu seconds incl. reaped children, rss bytes) from /proc/PID/stat."""
+def _parse_stat(data: bytes) -> Tuple[int, float, int, int]:
+    """(ppid, cpu seconds incl. reaped children, rss bytes, threads) from /proc/PID/stat."""
     rest = data[data.rindex(b")") + 2 :].split()
     ticks = int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
-    return int(rest[1]), ticks / _CLK_TCK, int(rest[21]) * _PAGE
+    return int(rest[1]), ticks / _CLK_TCK, int(rest[21]) * _PAGE, int(rest[17])
 
 
 class ProcessTree:
-    """Tracks one root PID and its descendants through /proc (root injectable for tests)."""
+    """Tracks one root PID and its descendants through /proc (root injectable for tests).
 
-    def __init__(self, root_pid: int, proc_root: str = "/proc") -> None:
+    Each known process's stat file stays open and is re-read with pread (a dead process's read
+    fails, and its time is already in its parent's cutime). New children are looked for every
+    `discover_every` samples: a child that lives less than that is still counted, through its
+    parent's cutime once reaped, and a longer-lived one is found with all its time so far.
+    """
+
+    def __init__(self, root_pid: int, proc_root: str = "/proc", discover_every: int = 3,
+                 orphans_of: Optional[int] = None) -> None:
         self.root_pid = root_pid
+        self.orphans_of = orphans_of  # the subreaper (carbonrun): its other children are the job's orphans
         self.proc = proc_root
         self._children_files = os.path.exists(f"{proc_root}/{root_pid}/task/{root_pid}/children")
         self._job_cpu = 0.0
         self._reaped_extra = 0.0
         self.peak_rss = 0
-        self.busy0 = read_busy_cpu_s(proc_root)
+        self._busy = BusyClock(proc_root)
+        self.busy0 = self._busy.read()
+        self._fds: Dict[int, int] = {}
+        self._threads: Dict[int, int] = {}
+        self._every = max(1, discover_every)
+        self._count = 0
 
     def add_reaped(self, cpu_s: float) -> None:
         """CPU time of an orphan carbonrun reaped itself (it left the tree with its time)."""
@@ -59,28 +89,54 @@ class ProcessTree:
         self._job_cpu = max(self._job_cpu, root_rusage_cpu_s + self._reaped_extra)
 
     def sample(self) -> TreeSample:
-        total, rss, pids = 0.0, 0, set()
-        for pid in self._walk():
+        if self._count % self._every == 0:
+            self._discover()
+        self._count += 1
+        total, rss = 0.0, 0
+        for pid, fd in list(self._fds.items()):
             try:
-                with open(f"{self.proc}/{pid}/stat", "rb") as f:
-                    _, cpu, prss = _parse_stat(f.read())
+                _, cpu, prss, threads = _parse_stat(os.pread(fd, 1024, 0))
             except (OSError, ValueError, IndexError):
-                continue  # exited between listing and reading; its time is in its parent now
+                self._forget(pid)  # exited: its time is in its parent's cutime now
+                continue
             total += cpu
             rss += prss
-            pids.add(pid)
+            self._threads[pid] = threads
         self._job_cpu = max(self._job_cpu, total + self._reaped_extra)
         self.peak_rss = max(self.peak_rss, rss)
-        return TreeSample(self._job_cpu, read_busy_cpu_s(self.proc) - self.busy0, rss, frozenset(pids))
+        return TreeSample(self._job_cpu, self._busy.read() - self.busy0, rss, frozenset(self._fds))
+
+    def close(self) -> None:
+        for pid in list(self._fds):
+            self._forget(pid)
+        self._busy.close()
 
     @property
     def job_cpu_s(self) -> float:
         return self._job_cpu
 
+    def _forget(self, pid: int) -> None:
+        os.close(self._fds.pop(pid))
+        self._threads.pop(pid, None)
+
+    def _discover(self) -> None:
+        """Open the stat file of every process now in the tree; drop those no longer in it."""
+        live = set(self._walk())
+        for pid in list(self._fds):
+            if pid not in live:
+                self._forget(pid)
+        for pid in live - self._fds.keys():
+            try:
+                self._fds[pid] = os.open(f"{self.proc}/{pid}/stat", os.O_RDONLY)
+            except OSError:
+                pass
+
     def _walk(self) -> List[int]:
         if not self._children_files:
             return self._walk_by_scan()
         out, todo = [], [self.root_pid]
+        if self.orphans_of is not None:
+            todo += [p for p in self._children(self.orphans_of) if p != self.root_pid]
         while todo:
             pid = todo.pop()
             out.append(pid)
@@ -89,11 +145,14 @@ class ProcessTree:
 
     def _children(self, pid: int) -> List[int]:
         """Children of every thread of pid (a child belongs to the thread that forked it)."""
+        if self._threads.get(pid) == 1:
+            tids: List[str] = [str(pid)]
+        else:
+            try:
+                tids = os.listdir(f"{self.proc}/{pid}/task")
+            except OSError:
+                return []
         kids: List[int] = []
-        try:
-            tids = os.listdir(f"{self.proc}/{pid}/task")
-        except OSError:
-            return kids
         for tid in tids:
             try:
                 with open(f"{self.proc}/{pid}/task/{tid}/children", "rb") as f:
@@ -116,6 +175,8 @@ class ProcessTree:
         for pid, ppid in parent.items():
             kids.setdefault(ppid, []).append(pid)
         out, todo = [], [self.root_pid]
+        if self.orphans_of is not None:
+            todo += [p for p in kids.get(self.orphans_of, ()) if p != self.root_pid]
         while todo:
             pid = todo.pop()
             out.append(pid)
