@@ -25,9 +25,9 @@ import time
 from typing import Any, Callable, Dict, Optional, TypeVar
 
 from carbonrun.energy import J_PER_KWH, Attributor
+from carbonrun.session import ATTRIBUTION_STEP  # one refresh period for both
 
 F = TypeVar("F", bound=Callable[..., Any])
-ATTRIBUTION_STEP = 0.1  # process-tree refresh period, as in session.py
 CHECKPOINT_EVERY = 5.0
 
 

@@ -20,7 +20,7 @@ from carbonrun.energy import Accountant, Attributor
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 INTERRUPTING = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
 WAITED = frozenset(FORWARDED + (signal.SIGCHLD,))
-ATTRIBUTION_STEP = 0.1  # process-tree refresh period: cheap enough however fast energy is sampled
+ATTRIBUTION_STEP = 0.2  # process-tree refresh period (5 Hz): cheap however fast energy is sampled
 SI_KERNEL = 0x80  # si_code of signals the kernel generated (the terminal's Ctrl-C, a hangup)
 
 

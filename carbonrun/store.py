@@ -177,13 +177,17 @@ class Store:
         return db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        db.execute("BEGIN")  # one snapshot: another carbonrun may be creating this store right now
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            db.execute("COMMIT")
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer carbonrun (store schema {version});"
                              " upgrade carbonrun to read it")
         if app_id == 0 and version == 0:
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if tables:
                 raise StoreError(f"{self.path} is an SQLite file of another application; it was left untouched:"
                                  " pass --store PATH to use another file")

@@ -64,7 +64,7 @@ class ProcessTree:
     parent's cutime once reaped, and a longer-lived one is found with all its time so far.
     """
 
-    def __init__(self, root_pid: int, proc_root: str = "/proc", discover_every: int = 3,
+    def __init__(self, root_pid: int, proc_root: str = "/proc", discover_every: int = 5,
                  orphans_of: Optional[int] = None) -> None:
         self.root_pid = root_pid
         self.orphans_of = orphans_of  # the subreaper (carbonrun): its other children are the job's orphans
