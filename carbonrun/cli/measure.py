@@ -21,6 +21,10 @@ def measure(argv: List[str], st: Settings) -> int:
     p = prepare(argv, st)
     if plan is not None:
         p.record["plan"] = plan
+    if not st.quiet:  # the summary needs rich: load it while the command runs, not after
+        import threading
+
+        threading.Thread(target=_preload_rich, daemon=True).start()
     live = None
     if not st.quiet and st.live and sys.stderr.isatty():
         from carbonrun.cli.live import LiveTable
@@ -40,6 +44,12 @@ def measure(argv: List[str], st: Settings) -> int:
         _write_json(st.json, public(record))
     summary(record, quiet=st.quiet)
     return outcome.exit_code if outcome.exit_code is not None else 1
+
+
+def _preload_rich() -> None:
+    import rich.console  # noqa: F401
+    import rich.markup  # noqa: F401
+    import rich.table  # noqa: F401
 
 
 def _write_json(path: str, record: dict) -> None:

@@ -61,10 +61,11 @@ def summary_lines(record: dict) -> List[str]:
     lines.append(f"[dim]job CPU {u.get('job_cpu_s', 0):.2f} s of {u.get('machine_busy_cpu_s', 0):.2f} s busy on"
                  f" the machine; peak RSS {u.get('peak_rss_bytes', 0) / 2**20:.0f} MiB;"
                  f" {record.get('samples', 0)} samples[/]")
-    from carbonrun import embodied, planner  # plan and embodied sections, when present (docs/carbon.md)
+    if record.get("plan") or record.get("embodied"):  # sections present only when asked (docs/carbon.md)
+        from carbonrun import embodied, planner
 
-    lines += [f"[bold]{k:<11}[/] {escape(v)}" for k, v in filter(None, (planner.summary_line(record),
-                                                                         embodied.summary_line(record)))]
+        lines += [f"[bold]{k:<11}[/] {escape(v)}" for k, v in filter(None, (planner.summary_line(record),
+                                                                             embodied.summary_line(record)))]
     for label, text in (("intensity", ci.get("how")), ("social cost", sc.get("basis"))):
         if text:
             lines.append(f"[dim]{label}: {escape(text)}[/]")
