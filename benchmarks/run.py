@@ -480,7 +480,7 @@ def bench_accuracy(ctx: Ctx, secs: float, reps: int) -> List[Figure]:
                         + ", ".join(f"{e:+.3f}%" for e in errors)), runs=errors),
             Figure("  attribution steps/s at the default `--interval 0.1`", med(steps), "steps/s",
                    how=(f"timeline points / duration_s of those runs; session.ATTRIBUTION_STEP = "
-                        f"{attribution_step()} s, so 10 expected"), runs=steps)]
+                        f"{attribution_step()} s, so {1 / attribution_step():g} expected"), runs=steps)]
 
 
 def watch_rss(p: Proc, every: float) -> List[Tuple[float, float]]:

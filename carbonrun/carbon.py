@@ -81,7 +81,7 @@ class StepSeries:
         return total / (t1 - t0)
 
 
-@dataclass
+@dataclass(eq=False)
 class Intensity:
     """The grid intensity a run is accounted with, where it came from, and why.
 

@@ -78,7 +78,7 @@ def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", s)[:100]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Claim:
     """This run's place in its job; a meter keeps its lock file open until release()."""
 

@@ -11,8 +11,7 @@ import functools
 import io
 import os
 import unicodedata
-from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, NamedTuple, Optional
 
 CLOUD_PROVIDERS = ("aws", "gcp", "azure")
 _CLOUD_TITLES = {"aws": "AWS", "gcp": "GCP", "azure": "Azure"}
@@ -27,8 +26,7 @@ _ALIASES = {
 _ISO3: Dict[str, str] = {}  # alpha-2 -> alpha-3, filled with the country table
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(NamedTuple):
     """One row of a packaged table: the annual (or provider-reported) grid intensity of a place."""
 
     key: str  # "FR" or "gcp:europe-west9"

@@ -16,7 +16,7 @@ from carbonrun.errors import CarbonrunError
 from carbonrun.settings import Settings
 
 
-@dataclass
+@dataclass(eq=False)
 class Prepared:
     settings: Settings
     probe: Probe

@@ -60,7 +60,7 @@ def become_subreaper() -> None:
         pass
 
 
-@dataclass
+@dataclass(eq=False)
 class Outcome:
     """What the session measured; record.py turns it into the run record."""
 

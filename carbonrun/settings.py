@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from carbonrun.errors import CarbonrunError
 
@@ -57,8 +57,7 @@ def _duration(v: Any) -> float:
     return parse_duration(v)
 
 
-@dataclass(frozen=True)
-class Spec:
+class Spec(NamedTuple):
     convert: Callable[[Any], Any]
     default: Any
     help: str
@@ -99,7 +98,7 @@ def env_name(name: str) -> str:
     return "CARBONRUN_" + name.upper()
 
 
-@dataclass
+@dataclass(eq=False)
 class Settings:
     values: Dict[str, Any] = field(default_factory=dict)
     sources: Dict[str, str] = field(default_factory=dict)

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import FrozenSet, List, Optional
+from typing import FrozenSet, List, NamedTuple, Optional
 
 
-@dataclass(frozen=True)
-class Probe:
+class Probe(NamedTuple):
     """Where the hardware lives and what the user asked for; passed in so tests can point it at fakes."""
 
     rapl_root: str = "/sys/class/powercap"
@@ -16,8 +15,7 @@ class Probe:
     interval: float = 0.1
 
 
-@dataclass(frozen=True)
-class JobView:
+class JobView(NamedTuple):
     """What the session knows about the job at an attribution step."""
 
     cpu_share: float  # job CPU time / machine busy CPU time over the step, in [0, 1]
@@ -58,7 +56,7 @@ class Meter:
         """Release the device (NVML shutdown and the like)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Discovery:
     """What a collector found: its meters, notes for the record, and facts for `host`."""
 

@@ -8,15 +8,13 @@ reaped. Orphans reaped by carbonrun (a child subreaper) are added by the session
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-@dataclass(frozen=True)
-class TreeSample:
+class TreeSample(NamedTuple):
     job_cpu_s: float  # cumulative CPU seconds of the job's tree (never decreases)
     busy_cpu_s: float  # cumulative busy CPU seconds of the whole machine
     rss_bytes: int  # resident memory of the live tree now

@@ -32,7 +32,7 @@ _CVE_HINT = "energy_uj is root-only since CVE-2020-8694"
 UDEV_RULES_FILE = "/etc/udev/rules.d/99-carbonrun-powercap.rules"
 
 
-@dataclass
+@dataclass(eq=False)
 class _Zone:
     """One zone directory found under the root."""
 
