@@ -417,6 +417,11 @@ def bench_overhead(ctx: Ctx, secs: float, reps: int) -> List[Figure]:
 
 
 # -- with the fake powercap tree ---------------------------------------------------------------------
+def expected_steps() -> str:
+    step = attribution_step()
+    return f"{1 / float(step):g}" if step != "?" else "?"
+
+
 def attribution_step() -> str:
     m = re.search(r"^ATTRIBUTION_STEP\s*=\s*([0-9.]+)", (ROOT / "carbonrun" / "session.py").read_text(), re.M)
     return m.group(1) if m else "?"
@@ -480,7 +485,7 @@ def bench_accuracy(ctx: Ctx, secs: float, reps: int) -> List[Figure]:
                         + ", ".join(f"{e:+.3f}%" for e in errors)), runs=errors),
             Figure("  attribution steps/s at the default `--interval 0.1`", med(steps), "steps/s",
                    how=(f"timeline points / duration_s of those runs; session.ATTRIBUTION_STEP = "
-                        f"{attribution_step()} s, so {1 / attribution_step():g} expected"), runs=steps)]
+                        f"{attribution_step()} s, so {expected_steps()} expected"), runs=steps)]
 
 
 def watch_rss(p: Proc, every: float) -> List[Tuple[float, float]]:

@@ -180,7 +180,8 @@ def _save(p: Prepared, record: dict, first: bool = False) -> None:
         if record.get("status") == "running":
             return  # a checkpoint can fail; the final save will try again
         fallback = _fallback_path(p, record)
-        fallback.write_text(json.dumps(record, indent=2))
+        with os.fdopen(os.open(fallback, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump(record, f, indent=2)  # private, like the store: command lines can hold secrets
         record["notes"].append(f"the run store failed ({e}); the record was written to {fallback}")
 
 
