@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -401,10 +400,9 @@ def from_records(records: Sequence[dict], metric: str, source: str) -> Baseline:
 
 def write_baseline(path: str, baseline: Baseline) -> None:
     """Atomic replace, so a CI job killed mid-write never leaves a corrupt committed file."""
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(baseline.to_json(), indent=2) + "\n")
-    os.replace(tmp, target)
+    from carbonrun.files import write_atomic
+
+    write_atomic(path, json.dumps(baseline.to_json(), indent=2) + "\n", mode=0o644)  # committed to a repo
 
 
 def read_baseline(path: str) -> Baseline:

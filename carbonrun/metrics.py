@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -92,21 +91,10 @@ def render(record: dict) -> str:
 
 def write_textfile(directory: str, text: str) -> Path:
     """DIR/carbonrun.prom, replaced atomically so node_exporter never reads half a file."""
-    target = Path(directory) / TEXTFILE
-    import tempfile
+    from carbonrun.files import write_atomic
 
-    fd, tmp = tempfile.mkstemp(prefix=".carbonrun.", suffix=".tmp", dir=directory)  # not *.prom: not collected
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # node_exporter usually runs as another user
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    target = Path(directory) / TEXTFILE
+    write_atomic(target, text, mode=0o644)  # node_exporter usually runs as another user
     return target
 
 

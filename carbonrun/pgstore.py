@@ -11,11 +11,11 @@ import json
 import math
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from carbonrun.files import write_atomic
 from carbonrun.store import StoreError
 from carbonrun.stores import redact
 
@@ -333,7 +333,7 @@ class PgStore:
         self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
         body = {"format": SPOOL_FORMAT, "target": self.where, "owner": owner, "started_ts": started_ts,
                 "saved_ts": saved_ns / 1e9, "record": record}
-        _write_atomic(self.spool / f"{record['uuid']}.{saved_ns}.json", json.dumps(body))
+        write_atomic(self.spool / f"{record['uuid']}.{saved_ns}.json", json.dumps(body), fsync=True)
         self._unspool(record["uuid"], saved_ns)
         note = (f"the run store {self.where} was unreachable ({self.offline}); the run was kept in {self.spool}"
                 " until `carbonrun sync` sends it")
@@ -397,22 +397,6 @@ def _psycopg():
 def pending(spool: Optional[Path] = None) -> List[Path]:
     """Spooled run files waiting for `carbonrun sync`."""
     return sorted((spool or spool_dir()).glob("*.json"))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _reason(e: Exception) -> str:

@@ -404,9 +404,9 @@ def _write_state(path: Path, sweep_id: str, gpus: Sequence[GpuLimit]) -> None:
     data = {"schema": STATE_SCHEMA, "sweep": sweep_id, "pid": os.getpid(), "owner": _owner_token(os.getpid()),
             "written_at": time.time(),
             "gpus": [{"index": g.index, "uuid": g.uuid, "name": g.name, "limit_mw": g.original_mw} for g in gpus]}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    from carbonrun.files import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _set_all(targets: Sequence[Tuple[int, int]]) -> List[str]:

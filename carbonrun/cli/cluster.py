@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Optional
 
 import click
@@ -62,15 +61,9 @@ def report_job(job_id: str, fmt: str, output: Optional[str], store: Optional[str
         raise CarbonrunError(str(e), 1 if isinstance(e, NoStore) else 2) from None
     except KeyError as e:
         raise CarbonrunError(e.args[0], 1) from None
-    text = json.dumps(agg, indent=2) + "\n" if fmt == "json" else job_table(agg)
-    if output:
-        try:
-            with open(output, "w", encoding="utf-8") as f:
-                f.write(text)
-        except OSError as e:
-            raise CarbonrunError(f"cannot write {output}: {e.strerror}", 2) from None
-    else:
-        sys.stdout.write(text)
+    from carbonrun.cli.history import emit
+
+    emit(json.dumps(agg, indent=2) + "\n" if fmt == "json" else job_table(agg), output)
     return 0
 
 

@@ -91,13 +91,11 @@ class DiskCache:
         if not self.directory or expires_at <= now:
             return
         try:
-            os.makedirs(self.directory, exist_ok=True)
-            import tempfile
+            from carbonrun.files import write_atomic
 
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"url": url, "fetched_at": now, "expires_at": expires_at, "body": body}, f)
-            os.replace(tmp, self._path(url))
+            os.makedirs(self.directory, exist_ok=True)
+            write_atomic(self._path(url), json.dumps({"url": url, "fetched_at": now, "expires_at": expires_at,
+                                                      "body": body}))
         except OSError:
             pass  # a cache that cannot be written is only a slower cache
 
