@@ -464,5 +464,7 @@ def equivalent(kg: float) -> str:
     elif m >= 1:
         dist = f"{m:.0f} m"
     else:
-        dist = f"{m * 1000:.2g} mm" if m >= 1e-3 else "under 1 mm"
+        dist = f"{m * 1000:.2g} mm" if m >= 1e-3 else ""
+    if not dist:
+        return "less than 1 mm of driving an average passenger car (US EPA, ~250 g CO2/km)"
     return f"driving an average passenger car about {dist} (US EPA, ~250 g CO2/km)"
