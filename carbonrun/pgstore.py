@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from carbonrun.files import write_atomic
-from carbonrun.store import StoreError
+from carbonrun.store import StoreError, check_prune
 from carbonrun.stores import redact
 
 SCHEMA_VERSION = 1
@@ -232,10 +232,7 @@ class PgStore:
     def prune_ids(self, keep: Optional[int] = None, older_than_days: Optional[float] = None,
                   now: Optional[float] = None) -> List[int]:
         """Ids beyond the newest `keep` AND older than the age given; a live run is never chosen."""
-        if keep is None and older_than_days is None:
-            raise ValueError("give keep, older_than_days, or both")
-        if keep is not None and keep < 0 or older_than_days is not None and older_than_days < 0:
-            raise ValueError("keep and older_than_days must not be negative")
+        check_prune(keep, older_than_days)
         sql, args = "SELECT id, status, owner FROM carbonrun.runs WHERE true", []
         if older_than_days is not None:
             sql += " AND started_ts < %s"

@@ -60,6 +60,14 @@ def default_path(env: Optional[dict] = None) -> Path:
     return Path(base) / "carbonrun" / "runs.sqlite"
 
 
+def check_prune(keep: Optional[int], older_than_days: Optional[float]) -> None:
+    """What `prune` accepts, the same for every store."""
+    if keep is None and older_than_days is None:
+        raise ValueError("give keep, older_than_days, or both")
+    if keep is not None and keep < 0 or older_than_days is not None and older_than_days < 0:
+        raise ValueError("keep and older_than_days must not be negative")
+
+
 def _owner_token(pid: int) -> Optional[str]:
     """host:pid:start-time, so a reused PID is not taken for a live owner."""
     try:
@@ -283,10 +291,7 @@ class Store:
 
         Each option protects runs; a run still being measured (live owner) is never chosen.
         """
-        if keep is None and older_than_days is None:
-            raise ValueError("give keep, older_than_days, or both")
-        if keep is not None and keep < 0 or older_than_days is not None and older_than_days < 0:
-            raise ValueError("keep and older_than_days must not be negative")
+        check_prune(keep, older_than_days)
         sql, args = "SELECT id, status, owner FROM runs WHERE 1=1", []
         if older_than_days is not None:
             sql += " AND started_ts < ?"
