@@ -127,8 +127,7 @@ def execute(p: Prepared, argv: List[str], on_draw: Optional[Callable] = None,
 
     def checkpoint(s: Session) -> None:
         _save(p, fill(record, s, p.intensity, p.scc, final=False))
-        if hasattr(p.intensity, "refresh"):
-            p.intensity.refresh(time.time())
+        p.intensity.refresh(time.time())  # live providers only; never blocks
 
     session.on_checkpoint = checkpoint
     _save(p, record, first=True)

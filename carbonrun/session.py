@@ -98,6 +98,7 @@ class Session:
         self.now = 0.0
         self._readings = [0.0] * len(self.meters)
         self.attributor = Attributor()
+        self._root_cpu = 0.0  # the child's own and reaped descendants' CPU, from wait4
         self.outcome = Outcome(started_wall=wall())
 
     def run(self, argv: Sequence[str], env: Optional[dict] = None) -> Outcome:
@@ -198,7 +199,7 @@ class Session:
         assert self.tree is not None
         now = self.clock()
         self._tick(now)
-        self.tree.finish(getattr(self, "_root_cpu", 0.0))
+        self.tree.finish(self._root_cpu)
         self._step()
         self.tree.close()
         o = self.outcome

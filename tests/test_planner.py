@@ -6,17 +6,22 @@ import json
 import random
 import signal
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple
+from typing import List, Optional
 
 import pytest
 
 from carbonrun.planner import (
-    best_start, bounded, format_duration, parse_duration, summary_line, to_segments, wait_until,
+    best_start,
+    bounded,
+    format_duration,
+    parse_duration,
+    summary_line,
+    to_segments,
+    wait_until,
 )
 from carbonrun.providers.base import iso
+from tests.fakes.http import Server
 
 H = 3600.0
 
@@ -247,42 +252,11 @@ def test_plan_and_wait_with_injected_clock(tmp_path):
 
 
 # -- loopback providers ----------------------------------------------------------------------------------
-class Server:
-    """Routes: path prefix -> (status, body). Records requests (path, headers)."""
-
-    def __init__(self) -> None:
-        self.routes: Dict[str, Tuple[int, Any]] = {}
-        self.requests: List[Tuple[str, Any]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                server.requests.append((self.path, self.headers))
-                path = self.path.split("?", 1)[0]
-                match = max((p for p in server.routes if path.startswith(p)), key=len, default=None)
-                status, body = server.routes[match] if match else (404, {"error": "no route"})
-                raw = json.dumps(body(self.path) if callable(body) else body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-
 @pytest.fixture
 def server():
     s = Server()
     yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+    s.close()
 
 
 NET_ENV = {"http_proxy": "", "https_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY": "", "no_proxy": "127.0.0.1"}

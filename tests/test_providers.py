@@ -5,59 +5,26 @@ import base64
 import json
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Tuple
 
 import pytest
 
 from carbonrun.carbon import resolve_intensity
-from carbonrun.providers import ProviderError, UnknownProvider, get_provider, provider_names
+from carbonrun.providers import (
+    ProviderError,
+    UnknownProvider,
+    get_provider,
+    provider_names,
+)
 from carbonrun.providers.base import iso, parse_time
 from carbonrun.providers.watttime import LB_PER_MWH_TO_G_PER_KWH
+from tests.fakes.http import Server
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 HALF = 1_699_999_200.0  # 22:00Z, the half-hour containing NOW
 TOKEN = "em-secret-token-123"
 WT_USER, WT_PASS, WT_TOKEN = "wt-user-x", "wt-pass-secret", "wt-bearer-456"
-
-
-class Server:
-    """Routes: path (no query) -> (status, body, delay_s). Records every request."""
-
-    def __init__(self) -> None:
-        self.routes: Dict[str, Tuple[int, Any, float]] = {}
-        self.requests: List[Tuple[str, Any]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                server.requests.append((self.path, self.headers))
-                path = self.path.split("?", 1)[0]
-                status, body, delay = server.routes.get(path, (404, {"error": "no route"}, 0.0))
-                if delay:
-                    time.sleep(delay)
-                raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(raw)))
-                    self.end_headers()
-                    self.wfile.write(raw)
-                except OSError:
-                    pass  # the client gave up (timeout test)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def paths(self) -> List[str]:
-        return [p for p, _ in self.requests]
 
 
 @pytest.fixture
@@ -69,8 +36,7 @@ def server(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     s = Server()
     yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+    s.close()
 
 
 def opts(server: Server, **extra: Any) -> Dict[str, Any]:

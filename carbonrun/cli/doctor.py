@@ -13,14 +13,14 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import click
 
-from carbonrun.cli.run import flag_values
+from carbonrun.cli.run import flag_values, options
 from carbonrun.collectors.base import Probe
 from carbonrun.errors import CarbonrunError
-from carbonrun.settings import SPECS, Settings
+from carbonrun.settings import Settings
 
 SCHEMA = "carbonrun.doctor/1"
 GROUP = "powercap"
@@ -422,27 +422,10 @@ def render_text(report: Dict[str, Any], color: bool) -> str:
     return "\n".join(t.lines) + "\n"
 
 
-def _options(f: Callable) -> Callable:
-    """The settings doctor looks at (the hidden roots as `run` has them, for containers and tests)."""
-    opts = [
-        click.option("--region", metavar="REGION", help=SPECS["region"].help),
-        click.option("--intensity", metavar="G", help=SPECS["intensity"].help),
-        click.option("--intensity-file", metavar="FILE", help=SPECS["intensity_file"].help),
-        click.option("--provider", metavar="NAME", help=SPECS["provider"].help + ": uk, electricitymaps, watttime"),
-        click.option("--provider-url", metavar="URL", hidden=True),
-        click.option("--gpus", metavar="LIST", help=SPECS["gpus"].help),
-        click.option("--store", metavar="PATH", help=SPECS["store"].help),
-        click.option("--rapl-root", metavar="DIR", hidden=True),
-        click.option("--proc-root", metavar="DIR", hidden=True),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
-
-
 @click.command(epilog="Examples:\n\n  carbonrun doctor\n\n  carbonrun doctor --json | jq .measured\n\n"
                       "  carbonrun doctor --region FR --gpus none")
-@_options
+@options("region", "intensity", "intensity_file", "provider", "provider_url", "gpus", "store", "rapl_root",
+         "proc_root")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (structure in docs/usage.md).")
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool, **params: Any) -> int:

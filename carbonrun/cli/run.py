@@ -1,36 +1,52 @@
 """`carbonrun run`: measure one command, show it live, store it, summarise it."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import click
 
 from carbonrun.settings import SPECS
 
 
-def run_options(f):
-    """The measurement options, shared by `run` and commands that run things (gate, sweep)."""
-    opts = [
-        click.option("--interval", metavar="SECONDS", help=SPECS["interval"].help + " [default: 0.1]"),
-        click.option("--pue", metavar="X", help=SPECS["pue"].help + " [default: 1.0]"),
-        click.option("--region", metavar="REGION", help=SPECS["region"].help),
-        click.option("--intensity", metavar="G", help=SPECS["intensity"].help),
-        click.option("--intensity-file", metavar="FILE", help=SPECS["intensity_file"].help),
-        click.option("--provider", metavar="NAME", help=SPECS["provider"].help + ": uk, electricitymaps, watttime"),
-        click.option("--provider-url", metavar="URL", help=SPECS["provider_url"].help, hidden=True),
-        click.option("--attribution", type=click.Choice(["process", "machine"]), help=SPECS["attribution"].help),
-        click.option("--tag", "tags", multiple=True, metavar="K=V", help="label the run (repeatable)"),
-        click.option("--gpus", metavar="LIST", help=SPECS["gpus"].help),
-        click.option("--scc", metavar="L,C,H", help=SPECS["scc"].help),
-        click.option("--store", metavar="PATH", help=SPECS["store"].help),
-        click.option("--prometheus-textfile", metavar="DIR", help=SPECS["prometheus_textfile"].help),
-        click.option("--pushgateway", metavar="URL", help=SPECS["pushgateway"].help),
-        click.option("--rapl-root", metavar="DIR", hidden=True),
-        click.option("--proc-root", metavar="DIR", hidden=True),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+def _measurement_options() -> Dict[str, Callable]:
+    """Every measurement option by setting name (built once, on first use)."""
+    return {
+        "interval": click.option("--interval", metavar="SECONDS", help=SPECS["interval"].help + " [default: 0.1]"),
+        "pue": click.option("--pue", metavar="X", help=SPECS["pue"].help + " [default: 1.0]"),
+        "region": click.option("--region", metavar="REGION", help=SPECS["region"].help),
+        "intensity": click.option("--intensity", metavar="G", help=SPECS["intensity"].help),
+        "intensity_file": click.option("--intensity-file", metavar="FILE", help=SPECS["intensity_file"].help),
+        "provider": click.option("--provider", metavar="NAME",
+                                 help=SPECS["provider"].help + ": uk, electricitymaps, watttime"),
+        "provider_url": click.option("--provider-url", metavar="URL", help=SPECS["provider_url"].help, hidden=True),
+        "attribution": click.option("--attribution", type=click.Choice(["process", "machine"]),
+                                    help=SPECS["attribution"].help),
+        "tags": click.option("--tag", "tags", multiple=True, metavar="K=V", help="label the run (repeatable)"),
+        "gpus": click.option("--gpus", metavar="LIST", help=SPECS["gpus"].help),
+        "scc": click.option("--scc", metavar="L,C,H", help=SPECS["scc"].help),
+        "store": click.option("--store", metavar="PATH", help=SPECS["store"].help),
+        "prometheus_textfile": click.option("--prometheus-textfile", metavar="DIR",
+                                            help=SPECS["prometheus_textfile"].help),
+        "pushgateway": click.option("--pushgateway", metavar="URL", help=SPECS["pushgateway"].help),
+        "rapl_root": click.option("--rapl-root", metavar="DIR", hidden=True),
+        "proc_root": click.option("--proc-root", metavar="DIR", hidden=True),
+    }
+
+
+def options(*names: str) -> Callable:
+    """A decorator adding the named measurement options (all of them when none are named)."""
+    table = _measurement_options()
+
+    def decorate(f: Callable) -> Callable:
+        for name in reversed(names or tuple(table)):
+            f = table[name](f)
+        return f
+    return decorate
+
+
+def run_options(f: Callable) -> Callable:
+    """The measurement options, shared by `run` and commands that run things (gate, sweep, config)."""
+    return options()(f)
 
 
 def flag_values(ctx: click.Context, params: Dict[str, Any]) -> Dict[str, Tuple[Any, str]]:
