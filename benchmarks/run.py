@@ -53,7 +53,7 @@ DOZEN = "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep {s} & done; wait"
 STORE_SAVE = """
 import json, statistics, sys, time
 from pathlib import Path
-from carbonrun.store import Store
+from carbonrun.store.sqlite import Store
 record = json.load(open(sys.argv[1]))
 record["id"] = None
 store = Store(Path(sys.argv[2]))

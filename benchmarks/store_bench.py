@@ -25,7 +25,7 @@ from typing import List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from carbonrun.store import Store  # noqa: E402
+from carbonrun.store.sqlite import Store  # noqa: E402
 
 TARGET_S = 0.5
 COMMANDS = [["python", "train.py", "--epochs", "3"], ["make", "test"], ["pytest", "-q"],

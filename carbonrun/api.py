@@ -24,8 +24,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, TypeVar
 
-from carbonrun.energy import J_PER_KWH, Attributor
-from carbonrun.session import ATTRIBUTION_STEP  # one refresh period for both
+from carbonrun.accounting.energy import J_PER_KWH, Attributor
+from carbonrun.measure.session import ATTRIBUTION_STEP  # one refresh period for both
 
 F = TypeVar("F", bound=Callable[..., Any])
 CHECKPOINT_EVERY = 5.0
@@ -39,7 +39,7 @@ class Sampler:
 
     def __init__(self, meters: list, acct: Any, interval: float, proc_root: str = "/proc",
                  on_checkpoint: Optional[Callable[["Sampler"], None]] = None) -> None:
-        from carbonrun.session import Outcome
+        from carbonrun.measure.session import Outcome
 
         self.meters, self.acct, self.interval, self.proc_root = list(meters), acct, interval, proc_root
         self.on_checkpoint = on_checkpoint
@@ -164,8 +164,9 @@ class Run:
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         """Resolve settings, open meters and the store (errors raise here, before the block runs)."""
-        from carbonrun import runner, settings
-        from carbonrun.energy import Accountant
+        from carbonrun import settings
+        from carbonrun.measure import engine as runner
+        from carbonrun.accounting.energy import Accountant
 
         st = settings.resolve({k: (v, "flag") for k, v in self.options.items()})
         st.values["tags"] = {**st.tags, "phase": self.name}
@@ -178,7 +179,7 @@ class Run:
 
     def _checkpoint(self, sampler: Sampler) -> None:
         """Runs on the sampler thread. SQLite objects stay in their thread: a connection of its own."""
-        from carbonrun import runner
+        from carbonrun.measure import engine as runner
         from carbonrun.record import fill
 
         p = self._prepared
@@ -193,7 +194,7 @@ class Run:
 
     def finish(self, error: Optional[BaseException]) -> None:
         """Close the run: failed when the block raised, interrupted on Ctrl-C; store the record."""
-        from carbonrun import runner
+        from carbonrun.measure import engine as runner
         from carbonrun.record import fill, public
 
         p, sampler = self._prepared, self._sampler

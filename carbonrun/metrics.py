@@ -100,7 +100,7 @@ def write_textfile(directory: str, text: str) -> Path:
 
 def grouping(record: dict) -> Dict[str, str]:
     """The Pushgateway group: one per node (and job), so the next run there replaces this one."""
-    from carbonrun.launcher import hostname
+    from carbonrun.measure.launcher import hostname
 
     job = record.get("job")
     out = {"instance": (job or {}).get("node") or hostname()}
@@ -151,7 +151,7 @@ def export(record: dict, textfile: Optional[str], pushgateway: Optional[str]) ->
             try:
                 push(pushgateway, text, grouping(record))
             except (OSError, ValueError, http.client.HTTPException) as e:
-                from carbonrun.stores import redact
+                from carbonrun.store import redact
 
                 notes.append(f"could not push metrics to {redact(pushgateway)}: {e}")
     record.setdefault("notes", []).extend(notes)

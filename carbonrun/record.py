@@ -88,7 +88,7 @@ def _version() -> str:
 
 def fill(record: dict, session, intensity, scc: Optional[tuple], final: bool) -> dict:
     """Write the session's figures into the record; `final` once the child has exited."""
-    from carbonrun.carbon import social_cost
+    from carbonrun.intensity.carbon import social_cost
 
     acct, o = session.acct, session.outcome
     record["duration_s"] = round(o.duration_s if final else session.elapsed, 3)

@@ -52,7 +52,7 @@ def _tags(v: Any) -> Dict[str, str]:
 
 def _duration(v: Any) -> float:
     """Seconds from 90s, 30m, 6h, 1h30m, 2d (planner.parse_duration; imported only when used)."""
-    from carbonrun.planner import parse_duration
+    from carbonrun.intensity.planner import parse_duration
 
     return parse_duration(v)
 

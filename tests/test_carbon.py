@@ -6,14 +6,14 @@ import re
 
 import pytest
 
-import carbonrun.providers as providers
-from carbonrun.carbon import (
+import carbonrun.intensity.providers as providers
+from carbonrun.intensity.carbon import (
     WORLD_AVERAGE_G, IntensityFileError, equivalent, load_intensity_file, parse_scc,
     resolve_intensity, social_cost,
 )
-from carbonrun.carbon import iso
-from carbonrun.providers.base import Provider, ProviderError
-from carbonrun.regions import UnknownRegion
+from carbonrun.intensity.carbon import iso
+from carbonrun.intensity.providers.base import Provider, ProviderError
+from carbonrun.intensity.regions import UnknownRegion
 from carbonrun.report import latex, statement
 
 T0 = 1_700_000_000.0

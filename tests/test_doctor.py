@@ -12,7 +12,7 @@ from fakes.powercap import FakePowercap, Zone, range_for, standard_zones  # noqa
 from stubnvml import stubnvml  # noqa: E402,F401
 
 from carbonrun.collectors.rapl import udev_fix  # noqa: E402
-from carbonrun.store import SCHEMA_VERSION  # noqa: E402
+from carbonrun.store.sqlite import SCHEMA_VERSION  # noqa: E402
 
 
 def doctor_json(cli, *args, env=None):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from carbonrun.embodied import GPU_KG, LIFETIME_YEARS, SERVER_KG, YEAR_S, section, summary_line
+from carbonrun.accounting.embodied import GPU_KG, LIFETIME_YEARS, SERVER_KG, YEAR_S, section, summary_line
 from carbonrun.settings import resolve
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from carbonrun import gate as g
+from carbonrun.gate import stats as g
 
 N = 1_500_000  # about 0.15 s of CPU for CPython on a current core
 
@@ -347,7 +347,7 @@ def test_against_tagged_store_runs(cli):
     result = json.loads((cli.home / "r.json").read_text())
     assert result["baseline"]["n"] == 4 and result["baseline"]["source"] == "runs tagged branch=main"
     assert 1.0 * 98 <= result["baseline"]["median"] * 3.6e6 <= 102  # the dev run (500 J) was not taken
-    from carbonrun.store import Store
+    from carbonrun.store.sqlite import Store
 
     tagged = Store(cli.home / "store" / "runs.sqlite").query(tags={"gate": result["gate"]})
     assert len(tagged) == 4 and all(r["tags"]["branch"] == "main" for r in tagged)

@@ -10,7 +10,7 @@ from typing import List
 
 import pytest
 
-from carbonrun.store import Store
+from carbonrun.store.sqlite import Store
 
 
 def ids(cli, *args: str, env=None) -> List[int]:

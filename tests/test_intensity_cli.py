@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from carbonrun.providers.base import iso
+from carbonrun.intensity.providers.base import iso
 
 NET_ENV = {"http_proxy": "", "https_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY": "", "no_proxy": "127.0.0.1"}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from carbonrun import launcher
+from carbonrun.measure import launcher
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg import server  # noqa: E402

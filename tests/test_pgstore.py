@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from carbonrun import stores
-from carbonrun.pgstore import PgStore, SCHEMA_VERSION, pending
-from carbonrun.store import Store, StoreError
+from carbonrun import store as stores
+from carbonrun.store.postgres import PgStore, SCHEMA_VERSION, pending
+from carbonrun.store.sqlite import Store, StoreError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg import Server, free_port, pg_url  # noqa: E402,F401  (pg_url: a fixture)

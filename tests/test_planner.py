@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import pytest
 
-from carbonrun.planner import (
+from carbonrun.intensity.planner import (
     best_start,
     bounded,
     format_duration,
@@ -20,7 +20,7 @@ from carbonrun.planner import (
     to_segments,
     wait_until,
 )
-from carbonrun.providers.base import iso
+from carbonrun.intensity.providers.base import iso
 from tests.fakes.http import Server
 
 H = 3600.0

@@ -10,15 +10,15 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from carbonrun.carbon import resolve_intensity
-from carbonrun.providers import (
+from carbonrun.intensity.carbon import resolve_intensity
+from carbonrun.intensity.providers import (
     ProviderError,
     UnknownProvider,
     get_provider,
     provider_names,
 )
-from carbonrun.providers.base import iso, parse_time
-from carbonrun.providers.watttime import LB_PER_MWH_TO_G_PER_KWH
+from carbonrun.intensity.providers.base import iso, parse_time
+from carbonrun.intensity.providers.watttime import LB_PER_MWH_TO_G_PER_KWH
 from tests.fakes.http import Server
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -342,7 +342,7 @@ def test_no_network_at_import():
     code = ("import socket\n"
             "def deny(*a, **k): raise AssertionError('network at import')\n"
             "socket.socket.connect = deny; socket.create_connection = deny; socket.getaddrinfo = deny\n"
-            "import carbonrun.carbon, carbonrun.providers, carbonrun.providers.uk, "
-            "carbonrun.providers.electricitymaps, carbonrun.providers.watttime, carbonrun.regions\n"
+            "import carbonrun.intensity.carbon, carbonrun.intensity.providers, carbonrun.intensity.providers.uk, "
+            "carbonrun.intensity.providers.electricitymaps, carbonrun.intensity.providers.watttime, carbonrun.intensity.regions\n"
             "import carbonrun.report.statement, carbonrun.report.latex\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,8 +8,8 @@ from importlib import resources
 
 import pytest
 
-from carbonrun import regions
-from carbonrun.regions import UnknownRegion, guess_from_timezone, list_regions, local_timezone, lookup
+from carbonrun.intensity import regions
+from carbonrun.intensity.regions import UnknownRegion, guess_from_timezone, list_regions, local_timezone, lookup
 
 
 def _data(name: str) -> str:
@@ -100,7 +100,7 @@ def test_tables_are_not_read_at_import(tmp_path):
     import subprocess
     import sys
 
-    code = "import carbonrun.regions as r, carbonrun.carbon; assert r._tables.cache_info().currsize == 0"
+    code = "import carbonrun.intensity.regions as r, carbonrun.intensity.carbon; assert r._tables.cache_info().currsize == 0"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

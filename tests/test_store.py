@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from carbonrun import store as store_mod
-from carbonrun.store import SCHEMA_VERSION, Store, StoreError
+from carbonrun.store import sqlite as store_mod
+from carbonrun.store.sqlite import SCHEMA_VERSION, Store, StoreError
 
 V1_SCHEMA = """
 CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT UNIQUE NOT NULL, started_at TEXT NOT NULL,
@@ -274,7 +274,7 @@ def test_query_on_a_missing_store_creates_nothing(tmp_path):
 
 # -- the bounded timeline -----------------------------------------------------------------------------------
 def test_timeline_of_a_week_at_10_hz_stays_bounded_and_keeps_the_energy():
-    from carbonrun.energy import Timeline
+    from carbonrun.accounting.energy import Timeline
 
     tl = Timeline(["cpu", "gpu"])
     dt, steps = 0.1, 7 * 86400 * 10
@@ -303,7 +303,7 @@ def test_brief_query_leaves_out_only_the_timeline(tmp_path):
 
 def test_a_uuid_prefix_of_digits_only_still_finds_its_run(tmp_path):
     from carbonrun.record import new_record
-    from carbonrun.store import Store
+    from carbonrun.store.sqlite import Store
 
     store = Store(tmp_path / "runs.sqlite")
     rec = new_record(["true"], {}, {}, "process", 0.1, 0.0)

@@ -21,8 +21,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from stubnvml import run_python, stubnvml  # noqa: E402,F401
 
-from carbonrun import sweep as core  # noqa: E402
-from carbonrun.store import Store  # noqa: E402
+from carbonrun.sweep import core  # noqa: E402
+from carbonrun.store.sqlite import Store  # noqa: E402
 
 # Sleeps 0.1 s + 30000 / limit ms (+ 0.3 s when SLOW=1): 0.3 s at 150 W, 0.2 s at 300 W. sh starts in
 # milliseconds, so the durations barely depend on how busy the machine is.
@@ -316,7 +316,7 @@ def test_crash_restores_through_atexit(stubnvml, tmp_path):
     code = f"""
 import json, sys
 from pathlib import Path
-from carbonrun import sweep as core
+from carbonrun.sweep import core
 from carbonrun.collectors import nvml
 guard = core.LimitGuard(core.read_limits([{{"index": 0}}]), Path({str(state)!r}), "t")
 guard.arm()
@@ -335,8 +335,8 @@ raise RuntimeError("a bug mid-sweep")  # no finally here: only the atexit hook c
 def test_signal_between_runs_is_taken_as_pending():
     code = """
 import json, os, signal
-from carbonrun.session import block_signals
-from carbonrun.sweep import pending_interrupt
+from carbonrun.measure.session import block_signals
+from carbonrun.sweep.core import pending_interrupt
 block_signals()
 os.kill(os.getpid(), signal.SIGTERM)
 print(json.dumps({"first": pending_interrupt(), "second": pending_interrupt()}))

@@ -21,8 +21,9 @@ def sync(store: Optional[str]) -> int:
     Safe to repeat or to run twice at once: a run is sent once (by uuid) and its local copy is
     removed only after the database has it. Exits 1 when some runs could not be sent.
     """
-    from carbonrun import pgstore, stores
-    from carbonrun.store import StoreError
+    from carbonrun.store import postgres as pgstore
+    from carbonrun import store as stores
+    from carbonrun.store.sqlite import StoreError
 
     spec, waiting = store_spec(store), pgstore.pending()
     if not waiting:
@@ -48,8 +49,9 @@ def sync(store: Optional[str]) -> int:
 
 def report_job(job_id: str, fmt: str, output: Optional[str], store: Optional[str]) -> int:
     """`carbonrun report --job ID`: one line per node and the job's totals (each node counted once)."""
-    from carbonrun import launcher, stores
-    from carbonrun.store import NoStore, StoreError
+    from carbonrun.measure import launcher
+    from carbonrun import store as stores
+    from carbonrun.store.sqlite import NoStore, StoreError
 
     if fmt not in JOB_FORMATS:
         raise click.BadParameter(f"{fmt!r} is not available with --job; choose from {', '.join(JOB_FORMATS)}",

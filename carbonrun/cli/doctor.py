@@ -185,8 +185,8 @@ _STEP_OF_SOURCE = {"flag": "intensity", "file": "intensity-file", "timezone": "t
 
 def _chain(st: Settings) -> List[Dict[str, Any]]:
     """Every step of the intensity order with what this machine has for it."""
-    from carbonrun.carbon import WORLD_AVERAGE_G
-    from carbonrun.regions import guess_from_timezone, local_timezone
+    from carbonrun.intensity.carbon import WORLD_AVERAGE_G
+    from carbonrun.intensity.regions import guess_from_timezone, local_timezone
 
     zone = local_timezone()
     code = guess_from_timezone(zone) if zone else None
@@ -202,7 +202,7 @@ def _chain(st: Settings) -> List[Dict[str, Any]]:
 
 def check_intensity(st: Settings) -> Dict[str, Any]:
     """The intensity a run would use now; the network is used only when a provider is configured."""
-    from carbonrun.runner import resolve_intensity
+    from carbonrun.measure.engine import resolve_intensity
 
     chain = _chain(st)
     try:
@@ -231,7 +231,7 @@ def _creatable(path: Path) -> bool:
 
 def _check_database(url: str) -> Dict[str, Any]:
     """A shared PostgreSQL store: can it be reached, and how many runs does it hold?"""
-    from carbonrun.stores import open_store, redact
+    from carbonrun.store import open_store, redact
 
     out: Dict[str, Any] = {"kind": "postgresql", "path": redact(url), "exists": None, "ok": False,
                            "schema_version": None, "runs": None, "mode": None, "writable": None,
@@ -249,8 +249,8 @@ def _check_database(url: str) -> Dict[str, Any]:
 
 def check_store(st: Settings) -> Dict[str, Any]:
     """Where runs go and whether that works: schema version, record count, permissions, or the error."""
-    from carbonrun.store import Store, default_path
-    from carbonrun.stores import is_url
+    from carbonrun.store.sqlite import Store, default_path
+    from carbonrun.store import is_url
 
     if is_url(st.store):
         return _check_database(st.store)

@@ -100,7 +100,7 @@ def gate(ctx: click.Context, command: Tuple[str, ...], **params: Any) -> int:
     test says the rise is not noise. Exit codes: 0 pass (no change or improvement), 1 regression
     or budget exceeded, 2 usage error (missing or corrupt baseline, not comparable), 3 COMMAND failed.
     """
-    from carbonrun.session import block_signals
+    from carbonrun.measure.session import block_signals
 
     block_signals()  # before anything could start a thread: signals are taken with sigtimedwait
     _check_options(params)
@@ -136,7 +136,7 @@ def _check_options(p: Dict[str, Any]) -> None:
 
 
 def _load_baseline(p: Dict[str, Any], st) -> Any:
-    from carbonrun import gate as core
+    from carbonrun.gate import stats as core
 
     try:
         if p["baseline_path"] and not p["update_baseline"]:
@@ -157,9 +157,9 @@ def _load_baseline(p: Dict[str, Any], st) -> Any:
 
 def _stored_baseline(p: Dict[str, Any], st) -> Any:
     """The last --against-limit completed runs with the tag, read before this gate stores any."""
-    from carbonrun import gate as core
-    from carbonrun.runner import open_store
-    from carbonrun.store import StoreError
+    from carbonrun.gate import stats as core
+    from carbonrun.measure.engine import open_store
+    from carbonrun.store.sqlite import StoreError
 
     key, value = p["against"]
     store = open_store(st)
@@ -178,8 +178,8 @@ def _stored_baseline(p: Dict[str, Any], st) -> Any:
 def _check_comparable(baseline: Any, p: Dict[str, Any], st, argv: List[str]) -> List[str]:
     """Refuse (exit 2) a baseline from another machine class, meter set or settings, before running."""
     from carbonrun import __version__
-    from carbonrun import gate as core
-    from carbonrun.runner import prepare
+    from carbonrun.gate import stats as core
+    from carbonrun.measure.engine import prepare
 
     if baseline is None:
         return []
@@ -205,7 +205,7 @@ def _check_comparable(baseline: Any, p: Dict[str, Any], st, argv: List[str]) -> 
 
 def _warm_up(argv: List[str], count: int) -> None:
     """Unmeasured runs, spawned like measured ones (clean signal mask), not stored."""
-    from carbonrun.session import LaunchError, spawn
+    from carbonrun.measure.session import LaunchError, spawn
 
     for i in range(count):
         _progress(f"warm-up {i + 1}/{count}")
@@ -223,8 +223,8 @@ def _warm_up(argv: List[str], count: int) -> None:
 def _measure(argv: List[str], st, runs: int) -> List[dict]:
     """Measured, stored runs; the first failure stops the gate with exit 3."""
     from carbonrun.report import units
-    from carbonrun.runner import execute, prepare
-    from carbonrun.session import LaunchError
+    from carbonrun.measure.engine import execute, prepare
+    from carbonrun.measure.session import LaunchError
 
     records = []
     for i in range(runs):
@@ -247,7 +247,7 @@ def _measure(argv: List[str], st, runs: int) -> List[dict]:
 
 
 def _judge(p: Dict[str, Any], records: List[dict], baseline: Any, gate_id: str) -> GateResult:
-    from carbonrun import gate as core
+    from carbonrun.gate import stats as core
 
     samples = [core.metric_value(r, p["metric"]) for r in records]
     out = GateResult(p["metric"], samples, records, gate_id, baseline,
@@ -358,7 +358,7 @@ def _test_text(c: Any) -> str:
 
 
 def render_terminal(out: GateResult, color: bool) -> str:
-    from carbonrun import gate as core
+    from carbonrun.gate import stats as core
 
     word = verdict_word(out)
     shade = {"regression": "red", "budget exceeded": "red", "improvement": "green"}.get(word, "cyan")
@@ -381,7 +381,7 @@ def render_terminal(out: GateResult, color: bool) -> str:
 
 
 def render_markdown(out: GateResult) -> str:
-    from carbonrun import gate as core
+    from carbonrun.gate import stats as core
 
     word = verdict_word(out)
     lines = [f"### carbonrun gate: {out.metric}: **{word.upper()}**", "",
@@ -406,7 +406,7 @@ def render_markdown(out: GateResult) -> str:
 def result_json(out: GateResult) -> dict:
     from dataclasses import asdict
 
-    from carbonrun import gate as core
+    from carbonrun.gate import stats as core
 
     c = out.comparison
     return {

@@ -45,9 +45,9 @@ def open_store(flag: Optional[str]):
     """The store the spec names (SQLite file, or PostgreSQL where stores.py is built); not connected yet."""
     spec = store_spec(flag)
     try:
-        from carbonrun.stores import open_store as by_spec
+        from carbonrun.store import open_store as by_spec
     except ImportError:
-        from carbonrun.store import Store, default_path
+        from carbonrun.store.sqlite import Store, default_path
 
         return Store(Path(spec) if spec else default_path())
     return by_spec(spec)
@@ -77,7 +77,7 @@ def check_ref(ref: str) -> str:
 
 def guarded(call: Callable, *args, **kwargs):
     """Run a store call; its failures become one-line errors with the documented exit codes."""
-    from carbonrun.store import NoStore, StoreError
+    from carbonrun.store.sqlite import NoStore, StoreError
 
     try:
         return call(*args, **kwargs)
@@ -245,7 +245,7 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
 
 def _query(st, **filters) -> Optional[List[dict]]:
     """Matching runs, or None when there is no store yet (listing nothing is not an error)."""
-    from carbonrun.store import NoStore, Store
+    from carbonrun.store.sqlite import NoStore, Store
 
     if isinstance(st, Store):
         filters["brief"] = True  # a list needs no timelines (`report ID` has them)

@@ -33,7 +33,8 @@ def chain(st: Settings, result: Any, tz_name: Optional[str] = None) -> List[Step
 
     state: used | not set | skipped (a higher step applied; detail says what it would give) | failed.
     """
-    from carbonrun import carbon, regions
+    from carbonrun.intensity import carbon
+    from carbonrun.intensity import regions
 
     src = result.source
     used_rank = ["flag", "file", "provider", "table", "timezone", "world-average"].index(src.split(":")[0])
@@ -74,7 +75,7 @@ def _provider_step(st: Settings, result: Any, used_rank: int) -> Step:
 
 
 def _region_step(st: Settings, result: Any, used_rank: int) -> Step:
-    from carbonrun.regions import UnknownRegion, lookup
+    from carbonrun.intensity.regions import UnknownRegion, lookup
 
     if not st.region:
         return _step("region", "not set", "give REGION, --region, or `region` in the config")
@@ -89,7 +90,7 @@ def _region_step(st: Settings, result: Any, used_rank: int) -> Step:
 # -- compare ---------------------------------------------------------------------------------------------
 def compare(record: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
     """What the run's energy would have emitted in each region (annual averages), lowest first."""
-    from carbonrun.regions import UnknownRegion, lookup
+    from carbonrun.intensity.regions import UnknownRegion, lookup
 
     kwh = float(record["energy"]["total_kwh"])
     rows = []
@@ -205,7 +206,7 @@ def intensity(regions: Tuple[str, ...], list_mode: bool, compare_mode: bool, run
         return _do_compare(regions, run_ref, params.get("store"), as_json)
     if len(regions) > 1:
         raise CarbonrunError("give one REGION (or --compare R1 R2 ... to compare several)", 2)
-    from carbonrun.runner import resolve_intensity
+    from carbonrun.measure.engine import resolve_intensity
 
     st = _resolve(regions[0] if regions else None, dict(params))
     result = resolve_intensity(st, time.time())
@@ -220,7 +221,7 @@ def intensity(regions: Tuple[str, ...], list_mode: bool, compare_mode: bool, run
 
 
 def _do_list(regions: Tuple[str, ...], as_json: bool) -> int:
-    from carbonrun.regions import list_regions
+    from carbonrun.intensity.regions import list_regions
 
     if len(regions) > 1:
         raise CarbonrunError("--list takes at most one FILTER", 2)

@@ -10,8 +10,8 @@ from carbonrun.settings import Settings
 
 
 def measure(argv: List[str], st: Settings) -> int:
-    from carbonrun.runner import execute, prepare
-    from carbonrun.session import LaunchError
+    from carbonrun.measure.engine import execute, prepare
+    from carbonrun.measure.session import LaunchError
 
     plan = None
     if st.values.get("start_within"):  # carbon-aware start: decide, show, wait (cli/plan.py)

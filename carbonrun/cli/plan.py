@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from carbonrun.errors import CarbonrunError
-from carbonrun.planner import Plan, Segment, best_start, format_duration, wait_until
+from carbonrun.intensity.planner import Plan, Segment, best_start, format_duration, wait_until
 from carbonrun.settings import SPECS, Settings
 
 CANCEL = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
@@ -39,7 +39,7 @@ def forecast_for(st: Settings, now: float, horizon_s: float) -> Tuple[List[Segme
 
 
 def _from_file(path: str, now: float) -> Tuple[List[Segment], Optional[str], List[str]]:
-    from carbonrun.carbon import IntensityFileError, iso, load_intensity_file
+    from carbonrun.intensity.carbon import IntensityFileError, iso, load_intensity_file
 
     try:
         series = load_intensity_file(path).series
@@ -55,8 +55,8 @@ def _from_file(path: str, now: float) -> Tuple[List[Segment], Optional[str], Lis
 
 
 def _from_provider(st: Settings, now: float, horizon_s: float) -> Tuple[List[Segment], Optional[str], List[str]]:
-    from carbonrun.providers import ProviderError, get_provider
-    from carbonrun.runner import cache_dir, provider_options
+    from carbonrun.intensity.providers import ProviderError, get_provider
+    from carbonrun.measure.engine import cache_dir, provider_options
 
     opts: Dict[str, Any] = {"cache_dir": str(cache_dir()), "timeout": 3.0, **provider_options(st)}
     if st.region and not opts.get("region"):
@@ -96,7 +96,7 @@ def decide(st: Settings, now: float, window_s: float, duration_s: float) -> Plan
 # -- expected duration -----------------------------------------------------------------------------------
 def earlier_durations(st: Settings, argv: List[str]) -> List[float]:
     """Durations of the latest completed runs of exactly this command (newest first); [] without a store."""
-    from carbonrun.runner import open_store
+    from carbonrun.measure.engine import open_store
 
     store = None
     try:
@@ -185,11 +185,11 @@ def _countdown(stream: Any, plan: Plan) -> Any:
 
 def _validate(st: Settings) -> None:
     """Bad input fails now, not after hours of waiting (prepare checks the rest again)."""
-    from carbonrun.runner import parse_scc
+    from carbonrun.measure.engine import parse_scc
 
     parse_scc(st)
     if st.region and st.intensity is None and not st.intensity_file and not st.provider:
-        from carbonrun.regions import UnknownRegion, lookup
+        from carbonrun.intensity.regions import UnknownRegion, lookup
 
         try:
             lookup(st.region)

@@ -83,7 +83,7 @@ def run(ctx: click.Context, command: Tuple[str, ...], quiet: bool, no_live: bool
     carbonrun exits with COMMAND's exit code (128+N when a signal N killed it, 127 when it
     cannot be found, 126 when it cannot be executed). Signals sent to carbonrun reach COMMAND.
     """
-    from carbonrun.session import block_signals
+    from carbonrun.measure.session import block_signals
 
     block_signals()  # before anything could start a thread: signals are taken with sigtimedwait
     params.update(quiet=quiet or None, live=False if no_live else None, json=json_path)

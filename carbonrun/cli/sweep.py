@@ -13,7 +13,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import click
 
-from carbonrun import sweep as core
+from carbonrun.sweep import core
 from carbonrun.cli.run import flag_values, run_options
 from carbonrun.errors import CarbonrunError
 
@@ -58,7 +58,7 @@ def sweep(ctx: click.Context, command: Tuple[str, ...], power_limit: Optional[st
     every run completed, 3 when some command failed, 128+N when signal N stopped the sweep, 2 on usage
     errors (nothing is run then).
     """
-    from carbonrun.session import block_signals
+    from carbonrun.measure.session import block_signals
 
     block_signals()  # before anything: a Ctrl-C between runs must not kill the sweep with limits changed
     if restore:
@@ -117,7 +117,7 @@ def _guard(sw: core.Sweep, gpus_spec: str) -> core.LimitGuard:
 
 def _run(sw: core.Sweep, st: Any, guard: Optional[core.LimitGuard]) -> int:
     """Run the grid; the limits go back in the finally (and atexit), whatever ends the sweep."""
-    from carbonrun.session import LaunchError
+    from carbonrun.measure.session import LaunchError
 
     try:
         if guard is not None:

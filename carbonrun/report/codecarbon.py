@@ -40,7 +40,7 @@ def _place(region: Optional[str]) -> Tuple[str, str, str, str]:
         provider, _, name = region.partition(":")
         return "", "", provider, name
     try:
-        from carbonrun import regions
+        from carbonrun.intensity import regions
 
         r = regions.lookup(region)
         return r.name, regions._ISO3.get(r.key, ""), "", ""  # _ISO3 is filled by lookup's table load

@@ -252,7 +252,7 @@ def _dl(items: Sequence[Tuple[str, object]]) -> str:
 
 
 def carbon(r: dict) -> str:
-    from carbonrun.carbon import equivalent
+    from carbonrun.intensity.carbon import equivalent
 
     ci, em, sc = r.get("intensity") or {}, r.get("emissions") or {}, r.get("social_cost_usd") or {}
     e = r.get("energy") or {}

@@ -31,7 +31,7 @@ def region_name(region: Optional[str]) -> Optional[str]:
     if not region:
         return None
     try:
-        from carbonrun.regions import UnknownRegion, lookup
+        from carbonrun.intensity.regions import UnknownRegion, lookup
 
         return lookup(region).name
     except (UnknownRegion, OSError, ValueError):
@@ -45,7 +45,7 @@ def facts(record: Dict[str, Any]) -> Dict[str, Any]:
     intensity = record.get("intensity") or {}
     cost = record.get("social_cost_usd")
     if not cost or cost.get("central") is None:
-        from carbonrun.carbon import social_cost
+        from carbonrun.intensity.carbon import social_cost
 
         cost = social_cost(kg)
     return {"kwh": kwh, "kg": kg, "cost": cost, "intensity": intensity,

@@ -54,7 +54,7 @@ def summary_lines(record: dict) -> List[str]:
     if sc:
         lines.append(f"[bold]social cost[/] {units.usd(sc['central'])} [dim]({units.usd(sc['low'])} to"
                      f" {units.usd(sc['high'])})[/]")
-    from carbonrun.carbon import equivalent
+    from carbonrun.intensity.carbon import equivalent
 
     lines.append(f"[bold]equivalent [/] {equivalent(em['kg'])}")
     u = record.get("usage", {})
@@ -62,7 +62,8 @@ def summary_lines(record: dict) -> List[str]:
                  f" the machine; peak RSS {u.get('peak_rss_bytes', 0) / 2**20:.0f} MiB;"
                  f" {record.get('samples', 0)} samples[/]")
     if record.get("plan") or record.get("embodied"):  # sections present only when asked (docs/carbon.md)
-        from carbonrun import embodied, planner
+        from carbonrun.accounting import embodied
+        from carbonrun.intensity import planner
 
         lines += [f"[bold]{k:<11}[/] {escape(v)}" for k, v in filter(None, (planner.summary_line(record),
                                                                              embodied.summary_line(record)))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any, Callable, List, Mapping, Optional
 
-from carbonrun.providers.base import (
+from carbonrun.intensity.providers.base import (
     Provider, ProviderError, Reading, Segment, env_or_option, iso, overlapping, parse_time, segments_from_points,
 )
 

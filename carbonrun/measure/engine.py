@@ -29,13 +29,14 @@ class Prepared:
 
 
 def open_store(st: Settings):
-    from carbonrun.stores import open_store  # issue 11: SQLite path or postgresql:// URL
+    from carbonrun.store import open_store  # issue 11: SQLite path or postgresql:// URL
 
     return open_store(st.store)
 
 
 def resolve_intensity(st: Settings, now: float):
-    from carbonrun import carbon, regions
+    from carbonrun.intensity import carbon
+    from carbonrun.intensity import regions
 
     try:
         return carbon.resolve_intensity(
@@ -79,7 +80,7 @@ def cache_dir() -> Path:
 def parse_scc(st: Settings) -> Optional[Tuple[float, float, float]]:
     if not st.scc:
         return None
-    from carbonrun.carbon import parse_scc
+    from carbonrun.intensity.carbon import parse_scc
 
     try:
         return parse_scc(st.scc)
@@ -91,7 +92,7 @@ def prepare(argv: List[str], st: Settings) -> Prepared:
     """Everything that can fail on bad input fails here, before the command starts."""
     from carbonrun.collectors import open_meters
     from carbonrun.record import host_info, new_record
-    from carbonrun.store import StoreError
+    from carbonrun.store.sqlite import StoreError
 
     now = time.time()
     intensity = resolve_intensity(st, now)
@@ -112,11 +113,11 @@ def prepare(argv: List[str], st: Settings) -> Prepared:
 def execute(p: Prepared, argv: List[str], on_draw: Optional[Callable] = None,
             on_start: Optional[Callable] = None, env: Optional[dict] = None) -> Tuple[dict, object]:
     """Run the command under measurement and store the record; returns (record, outcome)."""
-    from carbonrun.energy import Accountant
+    from carbonrun.accounting.energy import Accountant
     from carbonrun.record import fill
-    from carbonrun.session import LaunchError, Session
+    from carbonrun.measure.session import LaunchError, Session
 
-    from carbonrun import launcher  # issue 11: job section; one rank per node meters it (lock held until the end)
+    from carbonrun.measure import launcher  # issue 11: job section; one rank per node meters it (lock held until the end)
 
     p.job, p.settings = launcher.claim(p.record, p.settings)
     st = p.settings
@@ -147,7 +148,7 @@ def execute(p: Prepared, argv: List[str], on_draw: Optional[Callable] = None,
             p.job.release()
     fill(record, session, p.intensity, p.scc, final=True)
     if st.values.get("embodied"):  # embodied carbon, beside (never in) emissions: carbonrun/embodied.py
-        from carbonrun.embodied import section
+        from carbonrun.accounting.embodied import section
 
         record["embodied"] = section(record, st)
     _save(p, record)
@@ -162,10 +163,10 @@ def execute(p: Prepared, argv: List[str], on_draw: Optional[Callable] = None,
 
 def _save(p: Prepared, record: dict, first: bool = False) -> None:
     """Store the record; if the store fails, keep it in a file beside it and say where."""
-    from carbonrun.store import StoreError
+    from carbonrun.store.sqlite import StoreError
     import sqlite3
 
-    from carbonrun.launcher import mark
+    from carbonrun.measure.launcher import mark
 
     mark(record)  # issue 11: a rank pointing to its node's meter counts no energy
     try:

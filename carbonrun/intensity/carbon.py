@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:  # the providers (and urllib) load only when a provider is configured
-    from carbonrun.providers.base import Provider
+    from carbonrun.intensity.providers.base import Provider
 
-from carbonrun.regions import Region, UnknownRegion, guess_from_timezone, local_timezone, lookup
+from carbonrun.intensity.regions import Region, UnknownRegion, guess_from_timezone, local_timezone, lookup
 
 WORLD_AVERAGE_G = 480.0  # g CO2eq/kWh, 2023 (Ember, Global Electricity Review 2024)
 DEFAULT_SCC = (120.0, 190.0, 340.0)  # US$ per tonne CO2
@@ -155,7 +155,7 @@ class Intensity:
 
     @staticmethod
     def _provider_error() -> type:
-        from carbonrun.providers.base import ProviderError
+        from carbonrun.intensity.providers.base import ProviderError
 
         return ProviderError
 
@@ -217,7 +217,7 @@ def _timestamp(value: Any) -> float:
     try:
         return float(text)
     except ValueError:
-        from carbonrun.providers.base import parse_time
+        from carbonrun.intensity.providers.base import parse_time
 
         return parse_time(text)
 
@@ -334,8 +334,8 @@ def _scrub(text: str, options: Mapping[str, Any]) -> str:
 
 def _from_provider(name: str, options: Mapping[str, Any], region: Optional[str], now: float,
                    cache_dir: Optional[str], timeout: float, notes: List[str]) -> Optional[Intensity]:
-    from carbonrun.providers import get_provider  # UnknownProvider (a usage error) propagates
-    from carbonrun.providers.base import ProviderError
+    from carbonrun.intensity.providers import get_provider  # UnknownProvider (a usage error) propagates
+    from carbonrun.intensity.providers.base import ProviderError
 
     opts = {"cache_dir": cache_dir, "timeout": timeout, **options}
     if region and not opts.get("region"):

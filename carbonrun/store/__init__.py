@@ -18,10 +18,10 @@ def open_store(spec: Optional[str]):
     Nothing is connected here: the caller decides when (and a writer to PostgreSQL may spool).
     """
     if is_url(spec):
-        from carbonrun.pgstore import PgStore
+        from carbonrun.store.postgres import PgStore
 
         return PgStore(str(spec))
-    from carbonrun.store import Store, default_path
+    from carbonrun.store.sqlite import Store, default_path
 
     return Store(Path(spec) if spec else default_path())
 

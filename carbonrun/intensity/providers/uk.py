@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
-from carbonrun.providers.base import Provider, Reading, Segment, iso, overlapping, parse_time
+from carbonrun.intensity.providers.base import Provider, Reading, Segment, iso, overlapping, parse_time
 
 _NATIONAL = ("", "GB", "UK", "GBR", "NATIONAL")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from carbonrun.files import write_atomic
-from carbonrun.store import StoreError, check_prune
-from carbonrun.stores import redact
+from carbonrun.store.sqlite import StoreError, check_prune
+from carbonrun.store import redact
 
 SCHEMA_VERSION = 1
 CONNECT_TIMEOUT_S = 3
@@ -57,7 +57,7 @@ _COLS = "SELECT id, record, status, owner FROM carbonrun.runs"
 
 def spool_dir(env: Optional[dict] = None) -> Path:
     """Beside the default SQLite store (CARBONRUN_HOME, else $XDG_DATA_HOME/carbonrun)."""
-    from carbonrun.store import default_path
+    from carbonrun.store.sqlite import default_path
 
     return default_path(env).parent / "spool"
 

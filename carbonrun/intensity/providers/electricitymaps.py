@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Optional
 
-from carbonrun.providers.base import (
+from carbonrun.intensity.providers.base import (
     Provider, Reading, Segment, env_or_option, overlapping, parse_time, segments_from_points,
 )
 

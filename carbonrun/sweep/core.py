@@ -1,7 +1,7 @@
 """The sweep's core: the grid of settings, GPU power limits set and put back, the Pareto set, objectives.
 
 `carbonrun sweep` runs one command once per point of a grid (power limits x --param values), each run
-measured and stored by carbonrun.runner exactly as `carbonrun run` would. Prints nothing: the CLI side
+measured and stored by carbonrun.measure.engine exactly as `carbonrun run` would. Prints nothing: the CLI side
 (carbonrun/cli/sweep.py) renders progress, the table and the files.
 
 Power limits are machine-wide and outlive the process that set them, so the originals are written to a
@@ -385,7 +385,7 @@ def read_state(path: Path) -> Optional[dict]:
 
 def check_no_pending(path: Path) -> None:
     """Refuse to start while another sweep runs, or a killed one left limits changed."""
-    from carbonrun.store import _owner_alive
+    from carbonrun.store.sqlite import _owner_alive
 
     state = read_state(path)
     if state is None:
@@ -398,7 +398,7 @@ def check_no_pending(path: Path) -> None:
 
 
 def _write_state(path: Path, sweep_id: str, gpus: Sequence[GpuLimit]) -> None:
-    from carbonrun.store import _owner_token
+    from carbonrun.store.sqlite import _owner_token
 
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"schema": STATE_SCHEMA, "sweep": sweep_id, "pid": os.getpid(), "owner": _owner_token(os.getpid()),
@@ -466,7 +466,7 @@ class LimitGuard:
 
 def restore_from_state(path: Path) -> Tuple[List[str], List[str]]:
     """`carbonrun sweep --restore`: (what was restored, failures); the GPUs are found again by UUID."""
-    from carbonrun.store import _owner_alive
+    from carbonrun.store.sqlite import _owner_alive
 
     state = read_state(path)
     if state is None:
@@ -532,10 +532,10 @@ Progress = Callable[[int, int, Point, Optional[RunResult]], None]
 def run_all(sw: Sweep, st: Settings, guard: Optional[LimitGuard], progress: Optional[Progress] = None) -> None:
     """Run every point (x repeat), stopping early on a signal or (if asked) a failure.
 
-    Call carbonrun.session.block_signals() first: a signal that lands between runs is then found pending
+    Call carbonrun.measure.session.block_signals() first: a signal that lands between runs is then found pending
     here instead of killing the sweep with the limits changed.
     """
-    from carbonrun import runner
+    from carbonrun.measure import engine as runner
 
     total = len(sw.points) * sw.repeat
     n = 0
@@ -578,7 +578,7 @@ def point_settings(st: Settings, sw: Sweep, point: Point) -> Settings:
 
 def pending_interrupt() -> Optional[int]:
     """Take an interrupting signal that arrived between runs (blocked, so pending); its number or None."""
-    from carbonrun.session import INTERRUPTING
+    from carbonrun.measure.session import INTERRUPTING
 
     waiting = signal.sigpending() & INTERRUPTING
     if not waiting:

@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Sequence
 
 from carbonrun.collectors.base import Meter
 from carbonrun.collectors.process import ProcessTree
-from carbonrun.energy import Accountant, Attributor
+from carbonrun.accounting.energy import Accountant, Attributor
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 INTERRUPTING = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))

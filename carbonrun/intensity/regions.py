@@ -1,6 +1,6 @@
 """Packaged grid-intensity tables: countries (Ember via OWID) and cloud regions (Google, CCF).
 
-Tables load on first use (never at import) and are cached, so `import carbonrun.regions` stays free.
+Tables load on first use (never at import) and are cached, so `import carbonrun.intensity.regions` stays free.
 Regions are named as users type them: ISO alpha-2/alpha-3, English country name, or `aws:`/`gcp:`/`azure:`
 plus the provider's region id. The time-zone helpers give a best guess when the user named no region.
 """
@@ -48,7 +48,7 @@ def _fold(text: str) -> str:
 
 
 def _read_table(name: str) -> List[Dict[str, str]]:
-    with open(os.path.join(os.path.dirname(__file__), "data", name), encoding="utf-8") as f:
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", name), encoding="utf-8") as f:
         text = f.read()
     return list(csv.DictReader(io.StringIO(text)))
 

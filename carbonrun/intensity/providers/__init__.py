@@ -8,14 +8,14 @@ from __future__ import annotations
 import importlib
 from typing import Any, List, Mapping, Optional
 
-from carbonrun.providers.base import Provider, ProviderError, Reading, Segment, UnknownProvider
+from carbonrun.intensity.providers.base import Provider, ProviderError, Reading, Segment, UnknownProvider
 
 __all__ = ["Provider", "ProviderError", "Reading", "Segment", "UnknownProvider", "get_provider", "provider_names"]
 
 _REGISTRY = {
-    "uk": ("carbonrun.providers.uk", "UKCarbonIntensity"),
-    "electricitymaps": ("carbonrun.providers.electricitymaps", "ElectricityMaps"),
-    "watttime": ("carbonrun.providers.watttime", "WattTime"),
+    "uk": ("carbonrun.intensity.providers.uk", "UKCarbonIntensity"),
+    "electricitymaps": ("carbonrun.intensity.providers.electricitymaps", "ElectricityMaps"),
+    "watttime": ("carbonrun.intensity.providers.watttime", "WattTime"),
 }
 _ALIASES = {
     "carbonintensity": "uk", "carbon-intensity": "uk", "national-grid": "uk", "gb": "uk",
