@@ -96,7 +96,8 @@ class Figure:
             return "yes"
         assert self.value is not None and self.target is not None
         gap = abs(self.value - self.target)
-        return f"**no**: {num(gap)} {self.unit} {'over' if self.op == '<=' else 'short'} ({self.value / self.target:.2f}×)"
+        side = "over" if self.op == "<=" else "short"
+        return f"**no**: {num(gap)} {self.unit} {side} ({self.value / self.target:.2f}×)"
 
     def target_str(self) -> str:
         if self.target_text:
@@ -399,7 +400,8 @@ def cpu_overhead(ctx: Ctx, argv: Callable[[float], List[str]], secs: float, reps
 
 
 def bench_overhead(ctx: Ctx, secs: float, reps: int) -> List[Figure]:
-    variants = [("`sleep`, `--quiet`", True, False, False), ("`sleep`, default (no tty: no live table)", False, False, False),
+    variants = [("`sleep`, `--quiet`", True, False, False),
+                ("`sleep`, default (no tty: no live table)", False, False, False),
                 ("dozen `sleep` children, `--quiet`", True, True, False),
                 ("dozen `sleep` children, default", False, True, False),
                 ("`sleep` on a pty, live table drawn", False, False, True)]
@@ -527,7 +529,8 @@ def bench_memory(ctx: Ctx, short: float, long: float) -> List[Figure]:
 
 
 # -- peers -------------------------------------------------------------------------------------------
-def bench_peers(ctx: Ctx, secs: float, reps: int, n: int, ours: Dict[str, Figure]) -> Tuple[List[Figure], List[List[str]]]:
+def bench_peers(ctx: Ctx, secs: float, reps: int, n: int,
+                ours: Dict[str, Figure]) -> Tuple[List[Figure], List[List[str]]]:
     python, version = peers.codecarbon_python()
     if python is None:
         return [Figure("CodeCarbon", None, "", how=f"skipped: {version}")], []
@@ -550,7 +553,8 @@ def bench_peers(ctx: Ctx, secs: float, reps: int, n: int, ours: Dict[str, Figure
     procs = []
     for measure in (None, 1.0):
         out = ctx.path("cc", ".json")
-        procs.append((measure, out, Proc(ctx, cc(["sleep", "10"]), env=peers.wrapper_env(ctx.env, ctx.fake, out, measure))))
+        env = peers.wrapper_env(ctx.env, ctx.fake, out, measure)
+        procs.append((measure, out, Proc(ctx, cc(["sleep", "10"]), env=env)))
     assert ctx.fake is not None
     for measure, out, p in procs:
         p.wait()

@@ -57,6 +57,22 @@ def explain(settings: Any) -> List[Tuple[str, Any, str]]:
             for name in SPECS]
 
 
+def locate(label: str, name: str) -> str:
+    """"path:line" of setting `name` in the file of a layer label ("project /p/carbonrun.toml"), for
+    errors; re-reading the file is fine, as this runs only when a value is refused."""
+    path = label.split(" ", 1)[1] if " " in label else label
+    try:
+        text = _read(path)
+    except CarbonrunError:
+        return path
+    section = PYPROJECT_SECTION if os.path.basename(path) == "pyproject.toml" else None
+    for key in dict.fromkeys((name.replace("_", "-"), name)):
+        line = _line_of(text, key, section)
+        if line != "?":
+            return f"{path}:{line}"
+    return path
+
+
 def _project_layer(cwd: str) -> Optional[Layer]:
     directory = os.path.abspath(cwd)
     while True:

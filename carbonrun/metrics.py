@@ -151,7 +151,7 @@ def export(record: dict, textfile: Optional[str], pushgateway: Optional[str]) ->
             try:
                 push(pushgateway, text, grouping(record))
             except (OSError, ValueError, http.client.HTTPException) as e:
-                from carbonrun.store import redact
+                from carbonrun.redact import redact
 
                 notes.append(f"could not push metrics to {redact(pushgateway)}: {e}")
     record.setdefault("notes", []).extend(notes)

@@ -5,16 +5,21 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
+from carbonrun import validate
 from carbonrun.errors import CarbonrunError
+from carbonrun.validate import Range, number
+
+
+def _number(kind: str, bounds: Range) -> Callable[[Any], float]:
+    """A finite number within bounds (validate.number: the one check for every source)."""
+    def convert(v: Any) -> float:
+        return number(v, bounds, kind)
+    return convert
 
 
 def _positive(kind: str, minimum: float) -> Callable[[Any], float]:
-    def convert(v: Any) -> float:
-        x = float(v)
-        if x < minimum:
-            raise ValueError(f"{kind} must be at least {minimum:g}")
-        return x
-    return convert
+    """Kept for callers of the old name: at least `minimum`, finite."""
+    return _number(kind, Range(minimum, None))
 
 
 def _choice(*names: str) -> Callable[[Any], str]:
@@ -50,11 +55,19 @@ def _tags(v: Any) -> Dict[str, str]:
     return out
 
 
+def _scc(v: Any) -> str:
+    """LOW,CENTRAL,HIGH checked here, so a bad one is refused with its source; kept as given."""
+    from carbonrun.intensity.carbon import parse_scc
+
+    parse_scc(str(v))
+    return str(v)
+
+
 def _duration(v: Any) -> float:
     """Seconds from 90s, 30m, 6h, 1h30m, 2d (planner.parse_duration; imported only when used)."""
     from carbonrun.intensity.planner import parse_duration
 
-    return parse_duration(v)
+    return number(parse_duration(v), validate.DURATION_S, "a duration")
 
 
 class Spec(NamedTuple):
@@ -64,10 +77,10 @@ class Spec(NamedTuple):
 
 
 SPECS: Dict[str, Spec] = {
-    "interval": Spec(_positive("interval", 0.001), 0.1, "seconds between energy samples (0.001 to ...)"),
-    "pue": Spec(_positive("PUE", 1.0), 1.0, "data-centre power usage effectiveness (1.0 = the machine only)"),
+    "interval": Spec(_number("interval", validate.INTERVAL_S), 0.1, "seconds between energy samples (0.001 to 3600)"),
+    "pue": Spec(_number("PUE", validate.PUE), 1.0, "data-centre power usage effectiveness (1.0 = the machine only)"),
     "region": Spec(str, None, "grid region: ISO country (FR, FRA, France) or aws:/gcp:/azure: cloud region"),
-    "intensity": Spec(_positive("intensity", 0.0), None, "fixed grid intensity, g CO2eq per kWh"),
+    "intensity": Spec(_number("intensity", validate.G_PER_KWH), None, "fixed grid intensity, g CO2eq per kWh"),
     "intensity_file": Spec(str, None, "CSV or JSON time series of g CO2eq per kWh"),
     "provider": Spec(_choice("uk", "electricitymaps", "watttime"), None, "live intensity provider"),
     "provider_url": Spec(str, None, "base URL of the live provider (mirrors, tests)"),
@@ -78,16 +91,18 @@ SPECS: Dict[str, Spec] = {
     "json": Spec(str, None, "also write the run record to this file"),
     "store": Spec(str, None, "the run store: an SQLite file or a postgresql:// URL"),
     "gpus": Spec(str, "all", "GPUs to meter: all, none, or indices like 0,2"),
-    "scc": Spec(str, None, "social cost of carbon LOW,CENTRAL,HIGH in USD per tonne"),
+    "scc": Spec(_scc, None, "social cost of carbon LOW,CENTRAL,HIGH in USD per tonne"),
     "rapl_root": Spec(str, "/sys/class/powercap", "powercap root (for containers and tests)"),
     "proc_root": Spec(str, "/proc", "procfs root"),
     # carbon-aware start and embodied carbon (planner.py, embodied.py; docs/carbon.md)
     "start_within": Spec(_duration, None, "start when the forecast is lowest within this time (6h, 1h30m, 2d)"),
     "expected_duration": Spec(_duration, None, "how long the command runs, for --start-within (45m, 2h)"),
     "embodied": Spec(_bool, False, "also report embodied (manufacturing) carbon, beside the emissions"),
-    "embodied_server_kg": Spec(_positive("embodied-server-kg", 0.0), 1000.0, "server manufacturing kg CO2eq"),
-    "embodied_gpu_kg": Spec(_positive("embodied-gpu-kg", 0.0), 150.0, "manufacturing kg CO2eq per GPU"),
-    "embodied_lifetime_years": Spec(_positive("embodied-lifetime-years", 0.1), 4.0, "hardware lifetime, years"),
+    "embodied_server_kg": Spec(_number("embodied-server-kg", validate.EMBODIED_KG), 1000.0,
+                               "server manufacturing kg CO2eq"),
+    "embodied_gpu_kg": Spec(_number("embodied-gpu-kg", validate.EMBODIED_KG), 150.0, "manufacturing kg CO2eq per GPU"),
+    "embodied_lifetime_years": Spec(_number("embodied-lifetime-years", validate.LIFETIME_YEARS), 4.0,
+                                    "hardware lifetime, years"),
     # issue 11: Prometheus export after each run (carbonrun/metrics.py)
     "prometheus_textfile": Spec(str, None, "node_exporter textfile collector directory: write carbonrun.prom there"),
     "pushgateway": Spec(str, None, "Prometheus Pushgateway URL to push each run's metrics to"),
@@ -111,10 +126,18 @@ class Settings:
 
 
 def _convert(name: str, raw: Any, where: str) -> Any:
+    """Convert and check one value; refuse it naming its source (the file and line for a config file)."""
     try:
         return SPECS[name].convert(raw)
-    except (TypeError, ValueError) as e:
-        raise CarbonrunError(f"invalid {name.replace('_', '-')} {raw!r} ({where}): {e}") from None
+    except (TypeError, ValueError, OverflowError) as e:
+        spelled = name.replace("_", "-")
+        if where.startswith(("project ", "user ")):
+            from carbonrun import config
+
+            where = f"{where.split(' ', 1)[0]} file {config.locate(where, name)}"
+        from carbonrun.redact import redact_text
+
+        raise CarbonrunError(redact_text(f"invalid {spelled} {raw!r} ({where}): {e}")) from None
 
 
 def resolve(flags: Mapping[str, Tuple[Any, str]], env: Optional[Mapping[str, str]] = None,

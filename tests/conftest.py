@@ -1,4 +1,5 @@
-"""Shared fixtures: run the real `carbonrun` CLI as a subprocess in an isolated home."""
+"""Shared fixtures: the real `carbonrun` CLI in a subprocess with an isolated home, and the stand-ins in
+tests/fakes/ that need the session (the stub libnvidia-ml, a PostgreSQL server)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import pytest
+
+from tests.fakes import postgres
+from tests.fakes.stubnvml import StubNvml, build, compiler
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +48,17 @@ class CLI:
 def cli(tmp_path: Path) -> CLI:
     (tmp_path / "no-powercap").mkdir()
     return CLI(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def stubnvml(tmp_path_factory: pytest.TempPathFactory) -> StubNvml:
+    """The stub libnvidia-ml.so.1 compiled for this session; skipped (saying why) only without a C compiler."""
+    if compiler() is None:
+        pytest.skip("no C compiler (gcc or cc) on PATH: cannot build the stub libnvidia-ml.so.1")
+    return StubNvml(build(tmp_path_factory.mktemp("stubnvml")))
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A fresh, empty database on the session's PostgreSQL server (skipped, saying why, without one)."""
+    return postgres.server().create_db()

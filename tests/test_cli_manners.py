@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from carbonrun import __version__
-from carbonrun.cli import COMMANDS, LazyGroup
+from carbonrun.cli.app import COMMANDS, LazyGroup
 
 ESC = b"\x1b["
 

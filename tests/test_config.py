@@ -190,7 +190,7 @@ def test_providers_pass_through(tmp_path: Path, env: Dict[str, str]) -> None:
 
 def test_bad_value_error_names_the_layer(tmp_path: Path, env: Dict[str, str]) -> None:
     path = write(tmp_path / "carbonrun.toml", "[interval]\nevery = 1\n")
-    with pytest.raises(CarbonrunError, match=rf"invalid interval .*\(project {re.escape(str(path))}\)"):
+    with pytest.raises(CarbonrunError, match=rf"invalid interval .*\(project file {re.escape(str(path))}:1\)"):
         settings.resolve({}, env, str(tmp_path))
 
 

@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fakes.powercap import FakePowercap, Zone, range_for, standard_zones  # noqa: E402
-from stubnvml import stubnvml  # noqa: E402,F401
+from carbonrun.collectors.rapl import udev_fix
+from carbonrun.store.sqlite import SCHEMA_VERSION
 
-from carbonrun.collectors.rapl import udev_fix  # noqa: E402
-from carbonrun.store.sqlite import SCHEMA_VERSION  # noqa: E402
+from tests.fakes.powercap import FakePowercap, Zone, range_for, standard_zones
 
 
 def doctor_json(cli, *args, env=None):

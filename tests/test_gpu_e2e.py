@@ -1,13 +1,9 @@
 """`carbonrun` with GPUs, through the real nvidia-ml-py binding and a stub libnvidia-ml.so.1."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stubnvml import stubnvml  # noqa: E402,F401  (session fixture: compiles the stub)
 
 
 def test_job_gpu_counted_foreign_gpu_machine_only(cli, tmp_path, stubnvml):

@@ -4,15 +4,12 @@ from __future__ import annotations
 import fcntl
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from carbonrun.measure import launcher
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pg import server  # noqa: E402
+from tests.fakes.postgres import server
 
 SLURM = {"SLURM_JOB_ID": "4242", "SLURM_NODEID": "3", "SLURM_LOCALID": "1", "SLURM_PROCID": "7",
          "SLURM_NTASKS": "7", "SLURM_TASKS_PER_NODE": "2(x3),1", "CARBONRUN_HOSTNAME": "gpu-07"}

@@ -11,7 +11,8 @@ import pytest
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
-CHILD = "import time\nfor i in range(60):\n    print(f'child line {i:02d} ' + 'x' * 40, flush=True); time.sleep(0.05)\ntime.sleep(1)"
+CHILD = ("import time\nfor i in range(60):\n    print(f'child line {i:02d} ' + 'x' * 40, flush=True); "
+         "time.sleep(0.05)\ntime.sleep(1)")
 
 
 def _pane(sock: str) -> str:
@@ -20,7 +21,8 @@ def _pane(sock: str) -> str:
 
 def test_live_table_is_pinned_and_child_output_is_not_garbled(cli, tmp_path):
     sock = str(tmp_path / "tmux.sock")
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cli.env.items() if k.startswith(("CARBONRUN_", "XDG_", "HOME", "PYTHONPATH")))
+    keep = ("CARBONRUN_", "XDG_", "HOME", "PYTHONPATH")
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cli.env.items() if k.startswith(keep))
     cmd = f"env {env} {sys.executable} -m carbonrun {sys.executable} -c {shlex.quote(CHILD)}; echo EXIT=$?; sleep 30"
     subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-x", "100", "-y", "24", cmd], check=True)
     try:

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import ctypes.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stubnvml import read_epoch, run_python, stubnvml, truth_joules  # noqa: E402,F401
+from carbonrun.collectors.nvml import select_gpus, visible_gpus
 
-from carbonrun.collectors.nvml import select_gpus, visible_gpus  # noqa: E402
+from tests.fakes.stubnvml import read_epoch, run_python, truth_joules
 
 PRELUDE = """
 import ctypes, json, os, time

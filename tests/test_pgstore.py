@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,8 +14,7 @@ from carbonrun import store as stores
 from carbonrun.store.postgres import PgStore, SCHEMA_VERSION, pending
 from carbonrun.store.sqlite import Store, StoreError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pg import Server, free_port, pg_url  # noqa: E402,F401  (pg_url: a fixture)
+from tests.fakes.postgres import Server, free_port
 
 DEAD_OWNER = f"{socket.gethostname()}:999999999:1"  # this host, a process that cannot exist
 

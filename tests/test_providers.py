@@ -343,6 +343,7 @@ def test_no_network_at_import():
             "def deny(*a, **k): raise AssertionError('network at import')\n"
             "socket.socket.connect = deny; socket.create_connection = deny; socket.getaddrinfo = deny\n"
             "import carbonrun.intensity.carbon, carbonrun.intensity.providers, carbonrun.intensity.providers.uk, "
-            "carbonrun.intensity.providers.electricitymaps, carbonrun.intensity.providers.watttime, carbonrun.intensity.regions\n"
+            "carbonrun.intensity.providers.electricitymaps, carbonrun.intensity.providers.watttime, "
+            "carbonrun.intensity.regions\n"
             "import carbonrun.report.statement, carbonrun.report.latex\n")
     subprocess.run([sys.executable, "-c", code], check=True)

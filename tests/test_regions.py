@@ -100,7 +100,8 @@ def test_tables_are_not_read_at_import(tmp_path):
     import subprocess
     import sys
 
-    code = "import carbonrun.intensity.regions as r, carbonrun.intensity.carbon; assert r._tables.cache_info().currsize == 0"
+    code = ("import carbonrun.intensity.regions as r, carbonrun.intensity.carbon; "
+            "assert r._tables.cache_info().currsize == 0")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

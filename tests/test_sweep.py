@@ -18,11 +18,10 @@ from typing import Dict, List
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stubnvml import run_python, stubnvml  # noqa: E402,F401
+from carbonrun.sweep import core
+from carbonrun.store.sqlite import Store
 
-from carbonrun.sweep import core  # noqa: E402
-from carbonrun.store.sqlite import Store  # noqa: E402
+from tests.fakes.stubnvml import run_python
 
 # Sleeps 0.1 s + 30000 / limit ms (+ 0.3 s when SLOW=1): 0.3 s at 150 W, 0.2 s at 300 W. sh starts in
 # milliseconds, so the durations barely depend on how busy the machine is.

@@ -373,7 +373,8 @@ def render_terminal(out: GateResult, color: bool) -> str:
                      f"{100 * s.cv:>6.1f}%")
     c = out.comparison
     if c is not None:
-        lines.append(f"  change   {c.change_pct:+.1f}% ({_ci_text(c)}, Hodges-Lehmann), threshold ±{c.threshold_pct:g}%")
+        lines.append(f"  change   {c.change_pct:+.1f}% ({_ci_text(c)}, Hodges-Lehmann), "
+                     f"threshold ±{c.threshold_pct:g}%")
         lines.append(f"  test     {_test_text(c)}")
     lines.append(f"  verdict  {head}: " + "; ".join(explain(out)))
     lines += [f"  warning: {w}" for w in out.warnings]

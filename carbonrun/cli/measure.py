@@ -3,10 +3,30 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import List
+from typing import Any, Dict, List, Sequence
 
 from carbonrun.errors import CarbonrunError
 from carbonrun.settings import Settings
+
+
+def measure_options(command: Sequence[str], params: Dict[str, Any]) -> int:
+    """`carbonrun run` from parsed options (click's or the fast path's): settings, then measure."""
+    from carbonrun import settings as settings_mod
+    from carbonrun.cli.options import given
+    from carbonrun.measure.session import block_signals
+
+    block_signals()  # before anything could start a thread: signals are taken with sigtimedwait
+    params = dict(params)
+    no_live, start_now = params.pop("no_live", False), params.pop("start_now", False)
+    params.update(quiet=params.get("quiet") or None, live=False if no_live else None,
+                  json=params.pop("json_path", None))
+    flags = given(params)
+    if no_live:
+        flags["live"] = (False, "flag")
+    st = settings_mod.resolve(flags)
+    if start_now:  # --now wins over a start-within from the environment or a config file
+        st.values["start_within"], st.sources["start_within"] = None, "flag --now"
+    return measure(list(command), st)
 
 
 def measure(argv: List[str], st: Settings) -> int:

@@ -5,6 +5,11 @@ from dataclasses import dataclass, field
 from typing import FrozenSet, List, NamedTuple, Optional
 
 
+# How often the job's process tree is sampled and each step's energy attributed (5 Hz): cheap however
+# fast the meters are read. Meters whose job_share() queries the device (NVML) pace themselves by it.
+ATTRIBUTION_STEP_S = 0.2
+
+
 class Probe(NamedTuple):
     """Where the hardware lives and what the user asked for; passed in so tests can point it at fakes."""
 

@@ -12,15 +12,14 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from .base import Discovery, JobView, Meter, Probe
+from .base import ATTRIBUTION_STEP_S, Discovery, JobView, Meter, Probe
 
 # read() asks NVML at most this often and returns the last value in between: ticks go down to 1 ms, and an
 # NVML call is not free.
 MIN_QUERY_S = 0.005
-# job_share() lists the GPU's processes at most once per attribution step (the session's is 0.1 s); the
-# slack keeps float jitter on tick times from skipping a step.
-ATTRIBUTION_STEP_S = 0.1
-_STEP_SLACK_S = 0.01
+# job_share() lists the GPU's processes about once per attribution step; half a step of slack keeps tick
+# jitter and coarse ticks (steps fall on ticks) from skipping a step's query.
+_MIN_SHARE_GAP_S = ATTRIBUTION_STEP_S / 2
 
 NO_LIBRARY_NOTE = "no GPU found: no NVIDIA driver library found (libnvidia-ml.so.1), so no GPU was measured"
 NO_PYNVML_NOTE = "no GPU found: nvidia-ml-py (pynvml) is not importable, so no GPU was measured"
@@ -245,7 +244,7 @@ class NvmlMeter(Meter):
         if self._lost or self._closed:
             return self._share
         if self._share_at is not None and self._last_query is not None:
-            if self._last_query - self._share_at < ATTRIBUTION_STEP_S - _STEP_SLACK_S:
+            if self._last_query - self._share_at < _MIN_SHARE_GAP_S:
                 return self._share
         self._share_at = self._last_query
         self._share = self._query_share(job.pids)
@@ -355,7 +354,8 @@ def discover(probe: Probe) -> Discovery:
         found.notes.append("GPUs not measured (--gpus none)")
         return found
     if not _library_present():
-        _problem(found, NO_LIBRARY_NOTE, "install the NVIDIA driver (it provides libnvidia-ml.so.1); check `nvidia-smi`")
+        _problem(found, NO_LIBRARY_NOTE,
+                 "install the NVIDIA driver (it provides libnvidia-ml.so.1); check `nvidia-smi`")
         return found
     nv = _import_pynvml()
     if nv is None:

@@ -428,9 +428,11 @@ def _baseline_problem(data: object) -> Optional[str]:
     if data.get("metric") not in METRICS:
         return f"unknown metric {data.get('metric')!r}"
     samples = data.get("samples")
+    from carbonrun.validate import SAMPLE, is_sane
+
     if not isinstance(samples, list) or not samples or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in samples):
-        return "samples must be a non-empty list of numbers"
+            isinstance(x, (int, float)) and is_sane(x, SAMPLE) for x in samples):
+        return "samples must be a non-empty list of finite numbers from 0 to 1e12"
     if not isinstance(data.get("host"), dict) or not isinstance(data.get("meters"), list):
         return "host or meters missing"
     return None

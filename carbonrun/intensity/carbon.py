@@ -25,6 +25,7 @@ from carbonrun.intensity.regions import Region, UnknownRegion, guess_from_timezo
 
 WORLD_AVERAGE_G = 480.0  # g CO2eq/kWh, 2023 (Ember, Global Electricity Review 2024)
 DEFAULT_SCC = (120.0, 190.0, 340.0)  # US$ per tonne CO2
+SCC_MAX = 1e6  # validate.SCC_USD_PER_T: far above any published estimate, far below an overflow
 EPA_BASIS = ("US EPA (Dec 2023) social cost of carbon, 2020 dollars, emission year 2020: $120/t (2.5% discount), "
              "$190/t (2.0%, central), $340/t (1.5%)")
 CAR_G_PER_KM = 250.0  # US EPA: about 400 g CO2 per mile for an average passenger car
@@ -211,22 +212,29 @@ def _norm(name: str) -> str:
 
 
 def _timestamp(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    """Unix seconds (a number) or ISO 8601 with an offset; finite and between 1970 and 9999."""
+    from carbonrun.validate import UNIX_TIME, number
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"timestamp {value!r} is not unix seconds or ISO 8601")
     text = str(value).strip()
     try:
-        return float(text)
+        float(text)
     except ValueError:
         from carbonrun.intensity.providers.base import parse_time
 
         return parse_time(text)
+    except OverflowError:
+        pass
+    return number(value, UNIX_TIME, f"timestamp {text[:40]!r}")
 
 
 def _g(value: Any) -> float:
-    g = float(value)
-    if not math.isfinite(g) or g < 0:
-        raise ValueError(f"intensity {value!r} is not a non-negative number")
-    return g
+    from carbonrun.validate import G_PER_KWH, number
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"intensity {value!r} is not a number of g CO2eq/kWh")
+    return number(value, G_PER_KWH, f"intensity {str(value)[:40]!r} g CO2eq/kWh")
 
 
 def _csv_points(text: str, fail: Any) -> List[Tuple[float, float]]:
@@ -384,9 +392,12 @@ def resolve_intensity(
     that does not exist, ValueError for a negative --intensity; provider failures only add a note.
     """
     if intensity is not None:
-        g = float(intensity)
-        if not math.isfinite(g) or g < 0:
-            raise ValueError(f"--intensity must be a non-negative number of g CO2eq/kWh, not {intensity!r}")
+        from carbonrun.validate import G_PER_KWH, number
+
+        try:
+            g = number(intensity, G_PER_KWH, "--intensity")
+        except ValueError as exc:
+            raise ValueError(f"{exc} g CO2eq/kWh, not {intensity!r}") from None
         return Intensity(g, _region_label(region), "flag", f"set with --intensity ({g:g} g CO2eq/kWh)")
     if intensity_file:
         return load_intensity_file(intensity_file, region=region)
@@ -443,7 +454,7 @@ def parse_scc(text: str) -> Tuple[float, float, float]:
         low, central, high = (float(p) for p in parts)
     except ValueError:
         raise ValueError(usage) from None
-    if not all(math.isfinite(x) and x >= 0 for x in (low, central, high)) or not low <= central <= high:
+    if not all(math.isfinite(x) and 0 <= x <= SCC_MAX for x in (low, central, high)) or not low <= central <= high:
         raise ValueError(usage)
     return low, central, high
 

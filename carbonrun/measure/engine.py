@@ -117,7 +117,8 @@ def execute(p: Prepared, argv: List[str], on_draw: Optional[Callable] = None,
     from carbonrun.record import fill
     from carbonrun.measure.session import LaunchError, Session
 
-    from carbonrun.measure import launcher  # issue 11: job section; one rank per node meters it (lock held until the end)
+    # The job section; one rank per node meters it (the node lock is held until the end).
+    from carbonrun.measure import launcher
 
     p.job, p.settings = launcher.claim(p.record, p.settings)
     st = p.settings

@@ -1,4 +1,5 @@
-"""Run one command under measurement: spawn, tick, attribute, forward signals, wait for the exit.
+"""Run one command under measurement: spawn, forward signals, wait for the exit (the tick, attribution
+and checkpoint schedule is measure/loop.py's, shared with carbonrun.track).
 
 The loop sleeps in sigtimedwait() on SIGCHLD plus the forwarded signals, with the time to the next
 tick as its timeout. So the child's exit wakes it at once (no polling latency), signals arrive with
@@ -10,17 +11,17 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from carbonrun.collectors.base import Meter
+from carbonrun.accounting.energy import Accountant
+from carbonrun.collectors.base import ATTRIBUTION_STEP_S, Meter
 from carbonrun.collectors.process import ProcessTree
-from carbonrun.accounting.energy import Accountant, Attributor
+from carbonrun.measure.loop import Loop, Outcome
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 INTERRUPTING = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
 WAITED = frozenset(FORWARDED + (signal.SIGCHLD,))
-ATTRIBUTION_STEP = 0.2  # process-tree refresh period (5 Hz): cheap however fast energy is sampled
+ATTRIBUTION_STEP = ATTRIBUTION_STEP_S  # the old name; the period is collectors.base's
 SI_KERNEL = 0x80  # si_code of signals the kernel generated (the terminal's Ctrl-C, a hangup)
 
 
@@ -60,107 +61,31 @@ def become_subreaper() -> None:
         pass
 
 
-@dataclass(eq=False)
-class Outcome:
-    """What the session measured; record.py turns it into the run record."""
-
-    started_wall: float
-    ended_wall: float = 0.0
-    duration_s: float = 0.0
-    exit_code: Optional[int] = None
-    signalled: Optional[int] = None
-    interrupted: bool = False
-    samples: int = 0
-    job_cpu_s: float = 0.0
-    busy_cpu_s: float = 0.0
-    peak_rss: int = 0
-    notes: List[str] = field(default_factory=list)
-
-
-class Session:
-    """Drives the tick loop for one child process. Clocks are injectable for tests."""
+class Session(Loop):
+    """Drives the measuring loop for one child process: spawn, sleep in sigtimedwait, reap."""
 
     def __init__(self, meters: Sequence[Meter], accountant: Accountant, interval: float,
                  proc_root: str = "/proc", clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
-        self.meters = list(meters)
-        self.acct = accountant
-        self.interval = interval
-        self.proc_root = proc_root
-        self.clock, self.wall = clock, wall
-        self.on_draw: Optional[Callable[["Session"], None]] = None  # live table, <= 4 Hz
-        self.on_checkpoint: Optional[Callable[["Session"], None]] = None  # store, every few seconds
-        self.checkpoint_every = 5.0
-        self.draw_every = 0.25
+        super().__init__(meters, accountant, interval, proc_root, clock, wall)
         self.pid = 0
-        self.tree: Optional[ProcessTree] = None
-        self.t0 = 0.0
-        self.now = 0.0
-        self._readings = [0.0] * len(self.meters)
-        self.attributor = Attributor()
         self._root_cpu = 0.0  # the child's own and reaped descendants' CPU, from wait4
-        self.outcome = Outcome(started_wall=wall())
 
     def run(self, argv: Sequence[str], env: Optional[dict] = None) -> Outcome:
         """Spawn argv and measure it until it exits. Call block_signals() before this."""
         become_subreaper()
-        self.t0 = self.clock()
-        self.outcome.started_wall = self.wall()
-        for i, m in enumerate(self.meters):  # opening reads, so the first tick has a base
-            self._readings[i] = m.read(self.t0)
-        self.acct.baseline(self._readings)
+        self.begin()
         self.pid = spawn(argv, env)
         self.tree = ProcessTree(self.pid, self.proc_root, orphans_of=os.getpid())
         self._loop()
         return self._finish()
 
-    @property
-    def elapsed(self) -> float:
-        return self.now - self.t0
-
     def _loop(self) -> None:
-        interval = self.interval
-        next_tick = self.t0 + interval
-        next_step = self.t0 + ATTRIBUTION_STEP
-        next_draw = self.t0 + self.draw_every
-        next_ckpt = self.t0 + self.checkpoint_every
         while True:
-            info = signal.sigtimedwait(WAITED, max(0.0, next_tick - self.clock()))
+            info = signal.sigtimedwait(WAITED, self.wait_s())
             if info is not None and self._on_signal(info):
                 return
-            now = self.clock()
-            if now < next_tick:
-                continue
-            self._tick(now)
-            next_tick += interval
-            if next_tick <= now:
-                next_tick = now + interval
-            if now >= next_step:
-                self._step()
-                next_step += ATTRIBUTION_STEP
-                if next_step <= now:
-                    next_step = now + ATTRIBUTION_STEP
-                if self.on_draw and now >= next_draw:
-                    self.on_draw(self)
-                    next_draw = now + self.draw_every
-                if self.on_checkpoint and now >= next_ckpt:
-                    self.on_checkpoint(self)
-                    next_ckpt = now + self.checkpoint_every
-
-    def _tick(self, now: float) -> None:
-        self.now = now
-        readings = self._readings
-        for i, m in enumerate(self.meters):
-            readings[i] = m.read(now)
-        self.outcome.samples += 1
-
-    def _step(self) -> None:
-        """Attribute the energy since the last step by the job's share of busy CPU time."""
-        assert self.tree is not None
-        s = self.tree.sample()
-        self.outcome.job_cpu_s, self.outcome.busy_cpu_s = s.job_cpu_s, s.busy_cpu_s
-        job = self.attributor.view(s.job_cpu_s, s.busy_cpu_s, s.pids, s.rss_bytes)
-        self.acct.step(self.now - self.t0, self.wall(), self._readings, job)
+            self.advance(self.clock())
 
     def _on_signal(self, info) -> bool:
         """Handle one signal; True when the child has exited."""
@@ -197,17 +122,8 @@ class Session:
 
     def _finish(self) -> Outcome:
         assert self.tree is not None
-        now = self.clock()
-        self._tick(now)
         self.tree.finish(self._root_cpu)
-        self._step()
-        self.tree.close()
-        o = self.outcome
-        o.ended_wall = self.wall()
-        o.duration_s = now - self.t0
-        o.peak_rss = self.tree.peak_rss
-        for m in self.meters:
-            o.notes.extend(m.notes)
+        o = self.end()
         if o.signalled == signal.SIGINT:
             o.interrupted = True
         return o

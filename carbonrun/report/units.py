@@ -1,52 +1,173 @@
-"""Human units for energy, mass and money: the same wording in every report."""
+"""Human units for energy, mass and money: the same scaling and precision in every report.
+
+A figure carries as many significant digits as its uncertainty allows: an exact counter four, a
++/-50% estimate two (`digits_for`). Scaling is the same everywhere: J, Wh, kWh for energy; mg, g,
+kg for mass; never exponent notation, so a figure can be pasted into prose. An estimate is marked
+with `~` (ESTIMATE) wherever it appears in a table.
+"""
 from __future__ import annotations
 
 import math
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+J_PER_KWH = 3.6e6
+ESTIMATE = "~"
+SMALLEST_USD = 1e-6
+ENERGY_UNITS: Tuple[Tuple[str, float], ...] = (("kWh", 1.0), ("Wh", 1e-3), ("J", 1 / J_PER_KWH))  # unit, kWh each
+MASS_UNITS: Tuple[Tuple[str, float], ...] = (("kg", 1.0), ("g", 1e-3), ("mg", 1e-6))  # unit, kg each
 
 
-def energy(kwh: float) -> str:
-    if kwh >= 1:
-        return f"{kwh:,.3f} kWh"
-    wh = kwh * 1000
-    if wh >= 1:
-        return f"{wh:.3f} Wh"
-    return f"{wh * 1000:.3f} mWh"
+def round_sig(x: float, digits: int) -> float:
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
 
 
-def joules(j: float) -> str:
-    return energy(j / 3.6e6)
+def sig(x: float, digits: int = 4) -> str:
+    """x to `digits` significant figures, thousands separated, never in exponent notation.
+
+    Integer parts are rounded too (12,345 at two digits is 12,000), so no figure claims more
+    precision than it has."""
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
+        return str(x)
+    x = round_sig(x, digits)
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    return f"{x:,.{decimals}f}"
 
 
-def mass(kg: float) -> str:
-    if kg >= 1:
-        return f"{kg:,.3f} kg"
-    g = kg * 1000
-    if g >= 1:
-        return f"{g:.3f} g"
-    return f"{g * 1000:.3f} mg"
+def digits_for(mid: float, low: Optional[float] = None, high: Optional[float] = None) -> int:
+    """Significant digits the range [low, high] around mid allows: 4 exact, 3 within 10%, else 2."""
+    if low is None or high is None or mid <= 0:
+        return 4
+    rel = max(mid - low, high - mid) / mid
+    return 4 if rel < 0.005 else 3 if rel < 0.1 else 2
 
 
-def usd(x: float) -> str:
-    """Dollars with two significant digits however small (no scientific notation)."""
-    if x >= 1:
-        return f"${x:,.2f}"
+def _unit(value: float, table: Sequence[Tuple[str, float]], digits: int) -> Tuple[str, float]:
+    """The largest unit in which the rounded value is at least 1 (the smallest for tiny values)."""
+    v = abs(round_sig(value, digits))
+    for name, size in table:
+        if v >= size * (1 - 1e-12):
+            return name, size
+    return table[-1]
+
+
+def energy_unit(values: Iterable[float], digits: int = 4) -> Tuple[str, float]:
+    """One unit for several kWh figures (a row of a comparison): the one that fits the smallest non-zero."""
+    nonzero = [abs(v) for v in values if v]
+    return _unit(min(nonzero), ENERGY_UNITS, digits) if nonzero else ENERGY_UNITS[0]
+
+
+def mass_unit(values: Iterable[float], digits: int = 4) -> Tuple[str, float]:
+    nonzero = [abs(v) for v in values if v]
+    return _unit(min(nonzero), MASS_UNITS, digits) if nonzero else MASS_UNITS[0]
+
+
+def _scaled(value: float, table: Sequence[Tuple[str, float]], digits: int, unit: Optional[str]) -> str:
+    if value == 0:
+        return f"0 {unit or table[1][0]}"
+    name, size = next(u for u in table if u[0] == unit) if unit else _unit(value, table, digits)
+    return f"{sig(value / size, digits)} {name}"
+
+
+def energy(kwh: float, digits: int = 4, unit: Optional[str] = None) -> str:
+    """kWh as J below 1 Wh, Wh below 1 kWh, else kWh; `unit` forces one."""
+    return _scaled(float(kwh or 0.0), ENERGY_UNITS, digits, unit)
+
+
+def joules(j: float, digits: int = 4, unit: Optional[str] = None) -> str:
+    return energy(float(j or 0.0) / J_PER_KWH, digits, unit)
+
+
+def mass(kg: float, digits: int = 4, unit: Optional[str] = None) -> str:
+    """kg CO2eq as mg below 1 g, g below 1 kg, else kg; `unit` forces one."""
+    return _scaled(float(kg or 0.0), MASS_UNITS, digits, unit)
+
+
+def usd(x: float, digits: int = 2) -> str:
+    """Dollars: cents from $1 up, significant digits below, and "< $0.000001" under a millionth."""
+    x = float(x or 0.0)
     if x <= 0:
         return "$0"
-    decimals = max(2, 1 - math.floor(math.log10(x)))
-    return f"${x:.{decimals}f}"
+    if x < SMALLEST_USD:
+        return "< $0.000001"
+    if round_sig(x, digits) >= 1:
+        return f"${x:,.2f}"
+    return f"${sig(x, digits)}"
+
+
+def watts(w: float, digits: int = 3) -> str:
+    return f"{sig(w, digits)} W" if abs(w) >= 0.01 or w == 0 else "0 W"
+
+
+def span(fmt, mid: float, low: Optional[float], high: Optional[float], digits: int) -> str:
+    """"~0.11 Wh (0.055 to 0.17 Wh)" for an estimate, "0.1103 Wh" for an exact figure.
+
+    `fmt(value, digits, unit)` is energy or mass; the range shares the middle figure's unit."""
+    if low is None or high is None or (math.isclose(low, mid, rel_tol=1e-9, abs_tol=1e-15)
+                                       and math.isclose(high, mid, rel_tol=1e-9, abs_tol=1e-15)):
+        return fmt(mid, digits)
+    text = fmt(mid, digits)
+    unit = text.rsplit(" ", 1)[-1]
+    lo, hi = fmt(low, digits, unit).rsplit(" ", 1)[0], fmt(high, digits, unit)
+    return f"{ESTIMATE}{text} ({lo} to {hi})"
 
 
 def duration(s: float) -> str:
+    s = float(s or 0.0)
     if s < 60:
-        return f"{s:.2f} s"
+        return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
     m, sec = divmod(int(round(s)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
 
 
+def counted(record: dict) -> list:
+    return [c for c in record.get("components", []) if c.get("counted", True)]
+
+
 def measured_label(record: dict) -> str:
-    comps = [c for c in record.get("components", []) if c.get("counted", True)]
+    comps = counted(record)
     if not comps:
         return "unmeasured"
-    est = [c["estimated"] for c in comps]
+    est = [c.get("estimated") for c in comps]
     return "estimated" if all(est) else ("partly estimated" if any(est) else "measured")
+
+
+def is_estimated(record: dict) -> bool:
+    return measured_label(record) in ("estimated", "partly estimated")
+
+
+def energy_bounds(record: dict) -> Tuple[float, float, float]:
+    """(kWh, low, high) including PUE: each counted component's range, exact ones at their value."""
+    e = record.get("energy") or {}
+    total = float(e.get("total_kwh") or 0.0)
+    comps = counted(record)
+    key = "job_j" if record.get("attribution") == "process" else "machine_j"
+    j = sum(float(c.get(key) or 0.0) for c in comps)
+    if not comps or j <= 0:
+        return total, total, total
+    low = sum(float(c.get("low_j", c.get(key)) or 0.0) for c in comps)
+    high = sum(float(c.get("high_j", c.get(key)) or 0.0) for c in comps)
+    return total, total * low / j, total * high / j
+
+
+def mass_bounds(record: dict) -> Tuple[float, float, float]:
+    em = record.get("emissions") or {}
+    kg = float(em.get("kg") or 0.0)
+    return kg, float(em.get("low_kg", kg) or 0.0), float(em.get("high_kg", kg) or 0.0)
+
+
+def record_digits(record: dict) -> int:
+    """The precision a run's figures get: from its energy range (the intensity's is not known)."""
+    return digits_for(*energy_bounds(record))
+
+
+def figures(record: dict) -> Dict[str, str]:
+    """The run's headline figures as every report words them: energy, emissions, their ranges."""
+    d = record_digits(record)
+    return {"energy": span(energy, *energy_bounds(record), d), "emissions": span(mass, *mass_bounds(record), d),
+            "energy_value": energy(energy_bounds(record)[0], d), "emissions_value": mass(mass_bounds(record)[0], d),
+            "mark": ESTIMATE if d < 4 and is_estimated(record) else ""}

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
-from urllib.parse import urlsplit, urlunsplit
+
+from carbonrun.redact import redact  # noqa: F401  (the old place of the name)
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -25,12 +26,3 @@ def open_store(spec: Optional[str]):
 
     return Store(Path(spec) if spec else default_path())
 
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages, notes and spool files."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import re
 import time
 from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
+
+from carbonrun.validate import G_PER_KWH, STEP_S, UNIX_TIME, number
 
 Segment = Tuple[float, float, float]  # (valid_from, valid_to, g CO2eq per kWh), unix seconds
 Reading = Tuple[float, float, float]  # (g CO2eq per kWh, valid_from, valid_to): what current() returns
@@ -52,7 +55,11 @@ def parse_time(text: str) -> float:
     elif ":" not in off:
         off = f"{off[:3]}:{off[3:]}"
     frac6 = f".{(frac or '')[:6]:0<6}"
-    return _dt.datetime.fromisoformat(f"{date}T{hm}{sec or ':00'}{frac6}{off}").timestamp()
+    try:
+        t = _dt.datetime.fromisoformat(f"{date}T{hm}{sec or ':00'}{frac6}{off}").timestamp()
+    except OverflowError:
+        t = math.inf
+    return number(t, UNIX_TIME, f"time {text.strip()[:40]!r}")
 
 
 def iso(t: float) -> str:
@@ -218,6 +225,18 @@ class Provider:
 
     def credentials_hint(self) -> str:
         return "the provider's credentials"
+
+
+def g_per_kwh(value: Any, scale: float = 1.0) -> float:
+    """A provider's intensity figure, checked: NaN, Infinity, negatives and 1e308 are not answers."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"intensity {value!r} is not a number")
+    return number(number(value, what="intensity") * scale, G_PER_KWH, "intensity (g CO2eq/kWh)")
+
+
+def step_s(value: Any) -> float:
+    """A provider's data period in seconds, checked like every other number."""
+    return number(value, STEP_S, "data period (s)")
 
 
 def env_or_option(options: Optional[Mapping[str, Any]], key: str, env_var: str) -> Optional[str]:

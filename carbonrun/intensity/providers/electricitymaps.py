@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, List, Mapping, Optional
 
 from carbonrun.intensity.providers.base import (
-    Provider, Reading, Segment, env_or_option, overlapping, parse_time, segments_from_points,
+    Provider, Reading, Segment, env_or_option, g_per_kwh, overlapping, parse_time, segments_from_points,
 )
 
 TOKEN_ENV = "CARBONRUN_ELECTRICITYMAPS_TOKEN"
@@ -48,14 +48,14 @@ class ElectricityMaps(Provider):
     def current(self, region: Optional[str] = None) -> Reading:
         def parse(body: Any) -> Reading:
             t = parse_time(body["datetime"])
-            return float(body["carbonIntensity"]), t, t + self._step(body)
+            return g_per_kwh(body["carbonIntensity"]), t, t + self._step(body)
 
         return self.fetch("/v3/carbon-intensity/latest", parse, lambda reading: reading[2],
                           params={"zone": self._zone(region)}, headers=self._headers)
 
     def _series(self, path: str, key: str, start: float, end: float, region: Optional[str]) -> List[Segment]:
         def parse(body: Any) -> List[Segment]:
-            points = [(parse_time(p["datetime"]), float(p["carbonIntensity"]))
+            points = [(parse_time(p["datetime"]), g_per_kwh(p["carbonIntensity"]))
                       for p in body[key] if p.get("carbonIntensity") is not None]
             return segments_from_points(points, self._step(body))
 

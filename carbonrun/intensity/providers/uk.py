@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
-from carbonrun.intensity.providers.base import Provider, Reading, Segment, iso, overlapping, parse_time
+from carbonrun.intensity.providers.base import (
+    Provider, Reading, Segment, g_per_kwh, iso, overlapping, parse_time,
+)
 
 _NATIONAL = ("", "GB", "UK", "GBR", "NATIONAL")
 
@@ -18,7 +20,10 @@ def _segment(item: Any) -> Segment:
     value = intensity.get("actual")
     if value is None:
         value = intensity["forecast"]
-    return parse_time(item["from"]), parse_time(item["to"]), float(value)
+    t_from, t_to = parse_time(item["from"]), parse_time(item["to"])
+    if t_to <= t_from:
+        raise ValueError(f"half-hour {item['from']!r}..{item['to']!r} ends before it starts")
+    return t_from, t_to, g_per_kwh(value)
 
 
 def _national(body: Any) -> List[Segment]:

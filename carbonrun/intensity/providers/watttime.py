@@ -11,7 +11,8 @@ import base64
 from typing import Any, Callable, List, Mapping, Optional
 
 from carbonrun.intensity.providers.base import (
-    Provider, ProviderError, Reading, Segment, env_or_option, iso, overlapping, parse_time, segments_from_points,
+    Provider, ProviderError, Reading, Segment, env_or_option, g_per_kwh, iso, overlapping, parse_time,
+    segments_from_points, step_s,
 )
 
 USER_ENV = "CARBONRUN_WATTTIME_USER"
@@ -81,8 +82,8 @@ class WattTime(Provider):
         units = str(meta.get("units", "lbs_co2_per_mwh"))
         if units not in _UNITS:
             raise ValueError(f"unsupported units {units!r}")
-        step = float(meta.get("data_point_period_seconds") or self.granularity_s)
-        points = [(parse_time(p["point_time"]), float(p["value"]) * _UNITS[units]) for p in body["data"]]
+        step = step_s(meta.get("data_point_period_seconds") or self.granularity_s)
+        points = [(parse_time(p["point_time"]), g_per_kwh(p["value"], _UNITS[units])) for p in body["data"]]
         if not points:
             raise ValueError("no data points")
         return segments_from_points(points, step)

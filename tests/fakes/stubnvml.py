@@ -2,10 +2,7 @@
 
 The library is compiled once per test session into a temporary directory. A process sees it when it starts
 with LD_LIBRARY_PATH pointing there (the dynamic loader reads LD_LIBRARY_PATH only at process start, so
-stubbed code runs in a subprocess). Use from a test module:
-
-    sys.path.insert(0, str(Path(__file__).parent))        # tests/ has no __init__.py
-    from stubnvml import stubnvml  # noqa: F401,E402      (the session fixture)
+stubbed code runs in a subprocess). The session fixture `stubnvml` (tests/conftest.py) builds it:
 
     def test_x(stubnvml, cli, tmp_path):
         cfg = stubnvml.config(tmp_path, [{"power": 200000, "procs": "children:1000000"},
@@ -29,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
-import pytest
 
 SOURCE = Path(__file__).with_name("stub_nvml.c")
 REPO = Path(__file__).resolve().parents[2]
@@ -91,14 +87,6 @@ class StubNvml:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env.pop("CUDA_VISIBLE_DEVICES", None)
         return env
-
-
-@pytest.fixture(scope="session")
-def stubnvml(tmp_path_factory: pytest.TempPathFactory) -> StubNvml:
-    """The stub compiled for this session; skipped (with the reason) only when no C compiler exists."""
-    if compiler() is None:
-        pytest.skip("no C compiler (gcc or cc) on PATH: cannot build the stub libnvidia-ml.so.1")
-    return StubNvml(build(tmp_path_factory.mktemp("stubnvml")))
 
 
 def read_epoch(config: Path) -> float:

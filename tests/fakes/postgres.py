@@ -137,9 +137,3 @@ def server() -> Server:
             pytest.skip(_session["error"])
         atexit.register(_session["server"].stop)
     return _session["server"]
-
-
-@pytest.fixture
-def pg_url() -> str:
-    """A fresh, empty database on the session's server."""
-    return server().create_db()

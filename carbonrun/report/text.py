@@ -1,0 +1,84 @@
+"""Plain-text layout for terminals and logs: labelled lines, tables that fit, optional ANSI style.
+
+Width 0 means "not a terminal": nothing is wrapped, so CI and SLURM logs get one line per fact with
+no trailing spaces. On a terminal, lines wrap at word boundaries, and a table that does not fit
+drops its least important columns, then stacks each row, rather than cutting a number.
+"""
+from __future__ import annotations
+
+import re
+import textwrap
+from typing import List, Optional, Sequence
+
+STYLES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+LABEL = 12  # the width of the label column in a summary
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def style(text: str, name: Optional[str], color: bool) -> str:
+    if not color or not name or not text:
+        return text
+    return f"\x1b[{STYLES[name]}m{text}\x1b[0m"
+
+
+def visible(text: str) -> int:
+    return len(_ANSI.sub("", text))
+
+
+def wrap(text: str, width: int, indent: int = 0) -> List[str]:
+    """`text` broken at spaces to `width` columns (none when width is 0), continuation lines indented."""
+    if width <= 0 or len(text) <= width:
+        return [text]
+    return textwrap.wrap(text, width=max(width, indent + 16), subsequent_indent=" " * indent,
+                         break_long_words=True, break_on_hyphens=False) or [text]
+
+
+def labelled(label: str, text: str, width: int, color: bool, label_style: str = "bold") -> List[str]:
+    """`label      text`, wrapped under the text; on a narrow terminal the text goes below the label."""
+    indent = LABEL if width <= 0 or width >= 3 * LABEL else 2
+    if indent == LABEL:
+        lines = wrap(f"{label:<{LABEL - 1}} {text}", width, LABEL)
+    else:
+        lines = [label] + wrap(" " * indent + text, width, indent)
+    head = lines[0]
+    lines[0] = style(head[:len(label)], label_style, color) + head[len(label):]
+    return lines
+
+
+def table(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, right: Sequence[int] = (),
+          drop: Sequence[int] = (), gap: int = 2, color: bool = False) -> List[str]:
+    """Rows under a header, aligned; columns in `drop` (least important first) go when they do not fit.
+
+    When even the rest does not fit, each row is stacked: its first cell, then `head value` lines."""
+    keep = list(range(len(heads)))
+
+    def widths(cols: List[int]) -> List[int]:
+        return [max([len(heads[i])] + [len(r[i]) for r in rows]) for i in cols]
+
+    def total(cols: List[int]) -> int:
+        return sum(widths(cols)) + gap * (len(cols) - 1)
+
+    for i in drop:
+        if width <= 0 or total(keep) <= width:
+            break
+        keep.remove(i)
+    if width > 0 and total(keep) > width:
+        return _stacked(heads, rows, width)
+    ws = widths(keep)
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [cells[i].rjust(w) if i in right else cells[i].ljust(w) for i, w in zip(keep, ws)]
+        return (" " * gap).join(parts).rstrip()
+
+    return [style(line(heads), "bold", color)] + [line(r) for r in rows]
+
+
+def _stacked(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> List[str]:
+    out: List[str] = []
+    label = max(len(h) for h in heads[1:]) if len(heads) > 1 else 0
+    for r in rows:
+        out += wrap(r[0], width, 2)
+        for h, cell in zip(heads[1:], r[1:]):
+            if cell:
+                out += wrap(f"  {h:<{label}} {cell}", width, label + 3)
+    return out
