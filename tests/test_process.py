@@ -1,6 +1,7 @@
 """The job's CPU time: the live /proc tree, children reaped between samples, orphans."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -56,3 +57,59 @@ def test_finish_takes_the_kernels_final_figure():
     tree.finish(1.25)
     assert tree.job_cpu_s == 1.75
     assert tree.sample().job_cpu_s == 1.75
+
+
+def _spawn_in_cgroup(args):
+    from carbonrun.collectors.process import spawn_in_cgroup
+
+    proc = {}
+
+    def spawn():
+        proc["p"] = subprocess.Popen(args)
+        return proc["p"].pid
+
+    pid, cg = spawn_in_cgroup(spawn)
+    return proc["p"], cg
+
+
+def test_cgroup_counts_the_whole_tree_in_one_read(tmp_path):
+    truth_file = tmp_path / "truth"
+    p, cg = _spawn_in_cgroup([sys.executable, "-c", SPAWNER, "30", str(truth_file)])
+    if cg is None:
+        import pytest
+
+        pytest.skip("no writable cgroup v2 here (the /proc walk serves alone)")
+    tree = ProcessTree(p.pid, cgroup=cg)
+    assert open(f"/proc/{p.pid}/cgroup").read().strip().endswith(cg.path[len(cg.home):])
+    while not truth_file.exists() or not truth_file.read_text():
+        tree.sample()
+        time.sleep(0.1)
+    sample = tree.sample()
+    truth = float(truth_file.read_text())
+    assert abs(sample.job_cpu_s - truth) <= 0.02 * truth + 0.02, (sample.job_cpu_s, truth)
+    assert p.pid in sample.pids and sample.rss_bytes > 0
+    p.wait()
+    tree.close()
+    assert not os.path.exists(cg.path)  # removed once the job is done
+
+
+def test_cgroup_close_hands_leftover_daemons_home():
+    p, cg = _spawn_in_cgroup(["sleep", "30"])
+    if cg is None:
+        import pytest
+
+        pytest.skip("no writable cgroup v2 here")
+    try:
+        cg.close()
+        assert not os.path.exists(cg.path)
+        assert cg.path[len(cg.home):] not in open(f"/proc/{p.pid}/cgroup").read()
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_cgroup_can_be_turned_off(monkeypatch):
+    from carbonrun.collectors.process import JobCgroup
+
+    monkeypatch.setenv("CARBONRUN_CGROUP", "off")
+    assert JobCgroup.create() is None

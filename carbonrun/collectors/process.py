@@ -8,7 +8,8 @@ reaped. Orphans reaped by carbonrun (a child subreaper) are added by the session
 from __future__ import annotations
 
 import os
-from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+import time
+from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -37,6 +38,117 @@ class BusyClock:
         os.close(self._fd)
 
 
+class JobCgroup:
+    """A cgroup v2 of the job's own: the whole tree's CPU time in one read, however many processes.
+
+    As `systemd-run --scope` does, the job gets a cgroup with no controllers and so no limits: the
+    only thing the command can observe is the path in /proc/self/cgroup. carbonrun moves itself into
+    the new cgroup just before the spawn (so the child and everything it forks is born there, with no
+    race against an early fork) and back right after; its own CPU time inside is subtracted. Where
+    cgroup v2 is not mounted or not writable (most non-root users, read-only containers),
+    `create` returns None and the /proc walk serves alone. CARBONRUN_CGROUP=off turns it off.
+    """
+
+    def __init__(self, path: str, home: str) -> None:
+        self.path, self.home = path, home
+        self._fd = os.open(f"{path}/cpu.stat", os.O_RDONLY | os.O_CLOEXEC)
+        self._own = 0.0  # carbonrun's CPU seconds spent inside, between enter() and leave()
+
+    @classmethod
+    def create(cls, proc_root: str = "/proc") -> Optional["JobCgroup"]:
+        if os.environ.get("CARBONRUN_CGROUP", "").lower() in ("off", "0", "no"):
+            return None
+        try:
+            mount = _cgroup2_mount(proc_root)
+            with open(f"{proc_root}/self/cgroup", "rb") as f:
+                own = next(line[3:].strip().decode() for line in f if line.startswith(b"0::"))
+            home = mount + own.rstrip("/")
+            path = f"{home}/carbonrun-{os.getpid()}"
+            os.mkdir(path, 0o755)
+        except (OSError, StopIteration, UnicodeDecodeError):
+            return None
+        try:
+            return cls(path, home)
+        except OSError:
+            _rmdir(path)
+            return None
+
+    def enter(self) -> bool:
+        """Move carbonrun in, so the child is born here; False (and nothing moved) when refused."""
+        self._t0 = time.process_time()
+        return _move(os.getpid(), self.path)
+
+    def leave(self) -> None:
+        """Move carbonrun back home once the child exists; its own time inside is not the job's."""
+        _move(os.getpid(), self.home)
+        self._own = time.process_time() - self._t0
+
+    def cpu_s(self) -> float:
+        """The job's CPU seconds: every process ever in the cgroup, exited ones included."""
+        usage = int(os.pread(self._fd, 64, 0).split(None, 2)[1])
+        return max(0.0, usage / 1e6 - self._own)
+
+    def pids(self) -> List[int]:
+        try:
+            with open(f"{self.path}/cgroup.procs", "rb") as f:
+                return [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            return []
+
+    def close(self) -> None:
+        """Hand any process still here (a daemon the job left) back home, then remove the cgroup."""
+        os.close(self._fd)
+        for pid in self.pids():
+            _move(pid, self.home)
+        _rmdir(self.path)
+
+
+def spawn_in_cgroup(spawn: Callable[[], int], proc_root: str = "/proc") -> Tuple[int, Optional[JobCgroup]]:
+    """Run `spawn` with carbonrun inside a new job cgroup, so the child is born in it (None: no cgroup)."""
+    cg = JobCgroup.create(proc_root)
+    if cg is not None and not cg.enter():
+        cg.close()
+        cg = None
+    try:
+        pid = spawn()
+    except BaseException:
+        if cg is not None:
+            cg.leave()
+            cg.close()
+        raise
+    if cg is not None:
+        cg.leave()
+    return pid, cg
+
+
+def _cgroup2_mount(proc_root: str) -> str:
+    with open(f"{proc_root}/self/mountinfo", "rb") as f:
+        for line in f:
+            left, _, right = line.partition(b" - ")
+            if right.split(b" ", 1)[0] == b"cgroup2":
+                return left.split()[4].decode()
+    raise OSError("no cgroup2 mount")
+
+
+def _move(pid: int, path: str) -> bool:
+    try:
+        fd = os.open(f"{path}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _rmdir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
 def read_busy_cpu_s(proc_root: str = "/proc") -> float:
     """One reading of the machine's busy CPU seconds (see BusyClock)."""
     clock = BusyClock(proc_root)
@@ -63,8 +175,9 @@ class ProcessTree:
     """
 
     def __init__(self, root_pid: int, proc_root: str = "/proc", discover_every: int = 5,
-                 orphans_of: Optional[int] = None) -> None:
+                 orphans_of: Optional[int] = None, cgroup: Optional[JobCgroup] = None) -> None:
         self.root_pid = root_pid
+        self.cgroup = cgroup  # when set: CPU from its cpu.stat each sample, the /proc walk only for RSS
         self.orphans_of = orphans_of  # the subreaper (carbonrun): its other children are the job's orphans
         self.proc = proc_root
         self._children_files = os.path.exists(f"{proc_root}/{root_pid}/task/{root_pid}/children")
@@ -77,6 +190,7 @@ class ProcessTree:
         self._threads: Dict[int, int] = {}
         self._every = max(1, discover_every)
         self._count = 0
+        self._rss, self._pids = 0, frozenset((root_pid,))
 
     def add_reaped(self, cpu_s: float) -> None:
         """CPU time of an orphan carbonrun reaped itself (it left the tree with its time)."""
@@ -87,6 +201,8 @@ class ProcessTree:
         self._job_cpu = max(self._job_cpu, root_rusage_cpu_s + self._reaped_extra)
 
     def sample(self) -> TreeSample:
+        if self.cgroup is not None:
+            return self._sample_cgroup()
         if self._count % self._every == 0:
             self._discover()
         self._count += 1
@@ -104,10 +220,33 @@ class ProcessTree:
         self.peak_rss = max(self.peak_rss, rss)
         return TreeSample(self._job_cpu, self._busy.read() - self.busy0, rss, frozenset(self._fds))
 
+    def _sample_cgroup(self) -> TreeSample:
+        """CPU from one read; RSS and PIDs (slower to gather) only every `discover_every` samples."""
+        assert self.cgroup is not None
+        if self._count % self._every == 0:
+            self._rss = self._rss_of(self.cgroup.pids())
+        self._count += 1
+        self._job_cpu = max(self._job_cpu, self.cgroup.cpu_s())
+        return TreeSample(self._job_cpu, self._busy.read() - self.busy0, self._rss, self._pids)
+
+    def _rss_of(self, pids: List[int]) -> int:
+        rss = 0
+        for pid in pids:
+            try:
+                with open(f"{self.proc}/{pid}/statm", "rb") as f:
+                    rss += int(f.read().split()[1]) * _PAGE
+            except (OSError, ValueError, IndexError):
+                pass
+        self._pids = frozenset(pids)
+        self.peak_rss = max(self.peak_rss, rss)
+        return rss
+
     def close(self) -> None:
         for pid in list(self._fds):
             self._forget(pid)
         self._busy.close()
+        if self.cgroup is not None:
+            self.cgroup.close()
 
     @property
     def job_cpu_s(self) -> float:

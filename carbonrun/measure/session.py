@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 
 from carbonrun.accounting.energy import Accountant
 from carbonrun.collectors.base import ATTRIBUTION_STEP_S, Meter
-from carbonrun.collectors.process import ProcessTree
+from carbonrun.collectors.process import ProcessTree, spawn_in_cgroup
 from carbonrun.measure.loop import Loop, Outcome
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -75,8 +75,9 @@ class Session(Loop):
         """Spawn argv and measure it until it exits. Call block_signals() before this."""
         become_subreaper()
         self.begin()
-        self.pid = spawn(argv, env)
-        self.tree = ProcessTree(self.pid, self.proc_root, orphans_of=os.getpid())
+        # A job cgroup where allowed: the tree's CPU in one read (collectors/process.py:JobCgroup)
+        self.pid, cgroup = spawn_in_cgroup(lambda: spawn(argv, env), self.proc_root)
+        self.tree = ProcessTree(self.pid, self.proc_root, orphans_of=os.getpid(), cgroup=cgroup)
         self._loop()
         return self._finish()
 
