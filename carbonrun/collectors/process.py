@@ -191,6 +191,7 @@ class ProcessTree:
         self._every = max(1, discover_every)
         self._count = 0
         self._rss, self._pids = 0, frozenset((root_pid,))
+        self._statm: Dict[int, int] = {}
 
     def add_reaped(self, cpu_s: float) -> None:
         """CPU time of an orphan carbonrun reaped itself (it left the tree with its time)."""
@@ -230,14 +231,19 @@ class ProcessTree:
         return TreeSample(self._job_cpu, self._busy.read() - self.busy0, self._rss, self._pids)
 
     def _rss_of(self, pids: List[int]) -> int:
-        rss = 0
+        """Resident bytes of these processes; each statm file stays open (pread is 6x cheaper than open)."""
+        rss, live = 0, set(pids)
+        for pid in [p for p in self._statm if p not in live]:
+            os.close(self._statm.pop(pid))
         for pid in pids:
+            fd = self._statm.get(pid)
             try:
-                with open(f"{self.proc}/{pid}/statm", "rb") as f:
-                    rss += int(f.read().split()[1]) * _PAGE
+                if fd is None:
+                    fd = self._statm[pid] = os.open(f"{self.proc}/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+                rss += int(os.pread(fd, 128, 0).split()[1]) * _PAGE
             except (OSError, ValueError, IndexError):
-                pass
-        self._pids = frozenset(pids)
+                live.discard(pid)
+        self._pids = frozenset(live)
         self.peak_rss = max(self.peak_rss, rss)
         return rss
 
@@ -245,6 +251,9 @@ class ProcessTree:
         for pid in list(self._fds):
             self._forget(pid)
         self._busy.close()
+        for fd in self._statm.values():
+            os.close(fd)
+        self._statm.clear()
         if self.cgroup is not None:
             self.cgroup.close()
 
