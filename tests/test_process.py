@@ -40,7 +40,8 @@ def test_tree_counts_children_that_came_and_went(tmp_path):
 
 
 def test_job_cpu_never_decreases_and_busy_advances():
-    p = subprocess.Popen([sys.executable, "-c", "import time\nt=time.process_time()\nwhile time.process_time()-t<0.5: pass"])
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.5: pass"
+    p = subprocess.Popen([sys.executable, "-c", burn])
     tree = ProcessTree(p.pid)
     values = []
     while p.poll() is None:
