@@ -9,7 +9,8 @@ User layer: `$XDG_CONFIG_HOME/carbonrun/config.toml` (default `$HOME/.config/car
 Keys are the setting names of settings.SPECS, spelled with `-` or `_`. Values pass through raw:
 settings.resolve converts them and puts the layer label in its errors. The one other key is
 `providers`, a table of per-provider tables (tokens, ...): resolve reads only SPECS names, so it never
-sees it; the live providers read it from the layer dicts.
+sees it; the live providers read it from the layer dicts. The user file may also hold
+`trusted-projects`, the project directories allowed to choose destinations (DESTINATIONS).
 """
 from __future__ import annotations
 
@@ -19,34 +20,92 @@ import sys
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from carbonrun.errors import CarbonrunError
+from carbonrun import paths
 
 Layer = Tuple[str, Dict[str, Any]]
 PYPROJECT_SECTION = "tool.carbonrun"
 
 
-def load_layers(cwd: str, env: Mapping[str, str]) -> List[Layer]:
+def load_layers(cwd: str, env: Mapping[str, str], warnings: Optional[List[str]] = None) -> List[Layer]:
     """Config layers, highest precedence first: [(label, {setting: raw value})].
 
     The label ("project /p/carbonrun.toml", "user /h/.config/carbonrun/config.toml") is what
-    `carbonrun config` shows as a setting's source.
+    `carbonrun config` shows as a setting's source. A project file's destinations are dropped unless
+    the user trusts the project (see `_untrusted`); why goes to `warnings` when a list is given.
     """
     layers: List[Layer] = []
-    project = _project_layer(cwd)
-    if project is not None:
-        layers.append(project)
     user = user_config_path(env)
+    user_table: Dict[str, Any] = {}
     if os.path.isfile(user):
         text = _read(user)
-        layers.append((f"user {user}", _settings(user, text, _parse(user, text), None)))
+        user_table = _settings(user, text, _parse(user, text), None)
+    project = _project_layer(cwd)
+    if project is not None:
+        dropped = _untrusted(project, user_table, env, user)
+        if warnings is not None:
+            warnings.extend(dropped)
+        layers.append(project)
+    if os.path.isfile(user):
+        layers.append((f"user {user}", user_table))
     return layers
+
+
+# Settings that choose where carbonrun sends data or credentials. A project file is written by whoever
+# wrote the repository one runs in, so (as git ignores repository config that would run programs) it may
+# choose these only for a project the user trusts: in `trusted-projects` of the user file, or in
+# CARBONRUN_TRUSTED_PROJECTS (directories, separated by os.pathsep; "*" trusts every project).
+DESTINATIONS = ("provider", "provider_url", "pushgateway", "store")
+_PROVIDER_DESTINATIONS = ("base_url", "base-url", "url")
+TRUST_KEY = "trusted_projects"
+TRUST_ENV = "CARBONRUN_TRUSTED_PROJECTS"
+
+
+def trusted(project_dir: str, user_table: Mapping[str, Any], env: Mapping[str, str]) -> bool:
+    """Whether the user trusts the project directory (or one above it) to choose destinations."""
+    listed = user_table.get(TRUST_KEY) or []
+    entries = [str(x) for x in listed] if isinstance(listed, list) else [str(listed)]
+    entries += [e for e in env.get(TRUST_ENV, "").split(os.pathsep) if e]
+    here = os.path.realpath(project_dir)
+    for entry in entries:
+        if entry == "*":
+            return True
+        top = os.path.realpath(os.path.expanduser(entry))
+        if here == top or here.startswith(top.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def _untrusted(project: Layer, user_table: Mapping[str, Any], env: Mapping[str, str], user: str) -> List[str]:
+    """Remove the destinations an untrusted project file sets (in place); one warning for each."""
+    from carbonrun.store import is_url
+
+    label, table = project
+    path = label.split(" ", 1)[1]
+    directory = os.path.dirname(path)
+    dropped: List[str] = []
+    if TRUST_KEY in table:
+        del table[TRUST_KEY]
+        dropped.append("trusted-projects")
+    if not trusted(directory, user_table, env):
+        for name in DESTINATIONS:
+            if name in table and (name != "store" or is_url(str(table[name]))):
+                del table[name]
+                dropped.append(name.replace("_", "-"))
+        for provider, options in (table.get("providers") or {}).items():
+            for key in _PROVIDER_DESTINATIONS:
+                if isinstance(options, dict) and key in options:
+                    del options[key]
+                    dropped.append(f"providers.{provider}.{key}")
+    if not dropped:
+        return []
+    return [f"ignored {', '.join(dropped)} from the project file {path}: a project file may not choose where "
+            f"carbonrun sends data or credentials; to trust it, add trusted-projects = [\"{directory}\"] to "
+            f"{user} or set {TRUST_ENV}={directory}"]
 
 
 def user_config_path(env: Mapping[str, str]) -> str:
     """XDG location; HOME comes from `env` first so tests and `env -i` runs stay isolated."""
-    xdg = env.get("XDG_CONFIG_HOME", "")
-    if not os.path.isabs(xdg):  # the XDG spec says to ignore an empty or relative value
-        xdg = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
-    return os.path.join(xdg, "carbonrun", "config.toml")
+    return str(paths.config_dir(env) / "config.toml")
 
 
 def explain(settings: Any) -> List[Tuple[str, Any, str]]:
@@ -109,7 +168,8 @@ def _parse(path: str, text: str) -> Dict[str, Any]:
     else:  # pragma: no cover - exercised on Python < 3.11 only
         import tomli as tomllib
     try:
-        return tomllib.loads(text)
+        data: Dict[str, Any] = tomllib.loads(text)
+        return data
     except tomllib.TOMLDecodeError as e:
         reason = str(e)
         m = re.search(r"\s*\(at (?:line (\d+), column \d+|end of document)\)$", reason)
@@ -135,7 +195,7 @@ def _settings(path: str, text: str, table: Any, section: Optional[str]) -> Dict[
             spelled[norm], out[norm] = key, value
             continue
         where = f"{path}:{_line_of(text, key, section)}"
-        if norm != "providers" and norm not in SPECS:
+        if norm not in ("providers", TRUST_KEY) and norm not in SPECS:
             raise CarbonrunError(f"{where}: unknown setting {key!r} in {name}{_suggest(key, SPECS)}")
         if norm == "providers" and not isinstance(value, dict):
             prefix = f"{section}." if section else ""

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import quote
 
+from carbonrun.units import counted_key
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TEXTFILE = "carbonrun.prom"
 PUSH_TIMEOUT_S = 3.0
@@ -67,15 +69,16 @@ def _family(name: str, kind: str, help_text: str, samples: List[Sample]) -> str:
 def render(record: dict) -> str:
     """The run's metrics in the text format; energy is the counted share (job or machine) before PUE."""
     base = base_labels(record)
-    which = "job_j" if record.get("attribution") == "process" else "machine_j"
+    which = counted_key(record.get("attribution"))
     energy = [({**base, "component": c["component"], "device": str(c["device"]), "source": c["source"]}, c[which])
               for c in record.get("components", []) if c.get("counted", True)]
     ci = record.get("intensity") or {}
     out = [
-        _family("carbonrun_energy_joules_total", "counter",
+        # gauges: each is the last run's figure, replaced by the next run, not a running total
+        _family("carbonrun_energy_joules", "gauge",
                 "Energy counted for the last run, per component, before PUE (the job's share, or the machine).",
                 energy),
-        _family("carbonrun_emissions_grams_total", "counter", "Emissions of the last run, g CO2eq (PUE included).",
+        _family("carbonrun_emissions_grams", "gauge", "Emissions of the last run, g CO2eq (PUE included).",
                 [(base, (record.get("emissions") or {}).get("kg", 0.0) * 1000)]),
         _family("carbonrun_run_duration_seconds", "gauge", "Wall-clock duration of the last run.",
                 [(base, record.get("duration_s") or 0.0)]),

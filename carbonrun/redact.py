@@ -9,6 +9,7 @@ a `key=` that held no secret loses only its value.
 from __future__ import annotations
 
 import re
+from typing import List
 
 MASK = "***"
 SECRET_KEYS = ("password", "passwd", "pwd", "pass", "passphrase", "secret", "token", "access_token",
@@ -19,6 +20,8 @@ SECRET_KEYS = ("password", "passwd", "pwd", "pass", "passphrase", "secret", "tok
 # unescaped "@", "/" or "[" inside it cannot end it early.
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^\s:/@]*):([^\s]*)@(?=[^\s@]*(?:[\s]|$))")
 _USERINFO_ANY = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^\s:/@]*):([^\s@]*)@")
+# ... and a malformed one with a space in its password (what a parser error would echo)
+_USERINFO_SPACED = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^\s:/@'\"]*):([^@\n'\"]*?\s[^@\n'\"]*?)@")
 # key=value where the key names a secret, after the start, ? & ; a space, a comma or a quote.
 _KEYWORD = re.compile(
     r"(?i)(^|[?&;\s,(\"'{])((?:" + "|".join(re.escape(k) for k in sorted(SECRET_KEYS, key=len, reverse=True))
@@ -27,12 +30,32 @@ _KEYWORD = re.compile(
 
 
 def redact_text(text: str) -> str:
-    """`text` with every URL password and every secret-named key's value replaced by ***."""
+    """`text` with every URL password and every secret-named key's value replaced by ***.
+
+    A password found once is also removed wherever else it appears: a parser's error message often
+    quotes the bad part of the URL it was given.
+    """
     if not text or ("@" not in text and "=" not in text):
         return text
-    out = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", text)
-    out = _USERINFO_ANY.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", out)
-    return _KEYWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}" if m.group(3) else m.group(0), out)
+    found: List[str] = []
+
+    def userinfo(m: "re.Match[str]") -> str:
+        found.append(m.group(3))
+        return f"{m.group(1)}{m.group(2)}:{MASK}@"
+
+    def keyword(m: "re.Match[str]") -> str:
+        if not m.group(3):
+            return m.group(0)
+        found.append(m.group(3).strip("'\""))
+        return f"{m.group(1)}{m.group(2)}{MASK}"
+
+    out = text
+    for pattern in (_USERINFO, _USERINFO_ANY, _USERINFO_SPACED):
+        out = pattern.sub(userinfo, out)
+    out = _KEYWORD.sub(keyword, out)
+    for secret in sorted({f for f in found if len(f) >= 3 and f != MASK}, key=len, reverse=True):
+        out = out.replace(secret, MASK)
+    return out
 
 
 def redact(url: str) -> str:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from carbonrun import validate
 from carbonrun.errors import CarbonrunError
+from carbonrun.intensity import providers
 from carbonrun.validate import Range, number
 
 
@@ -64,8 +65,8 @@ def _scc(v: Any) -> str:
 
 
 def _duration(v: Any) -> float:
-    """Seconds from 90s, 30m, 6h, 1h30m, 2d (planner.parse_duration; imported only when used)."""
-    from carbonrun.intensity.planner import parse_duration
+    """Seconds from 90s, 30m, 6h, 1h30m, 2d (timefmt.parse_duration; imported only when used)."""
+    from carbonrun.timefmt import parse_duration
 
     return number(parse_duration(v), validate.DURATION_S, "a duration")
 
@@ -82,7 +83,7 @@ SPECS: Dict[str, Spec] = {
     "region": Spec(str, None, "grid region: ISO country (FR, FRA, France) or aws:/gcp:/azure: cloud region"),
     "intensity": Spec(_number("intensity", validate.G_PER_KWH), None, "fixed grid intensity, g CO2eq per kWh"),
     "intensity_file": Spec(str, None, "CSV or JSON time series of g CO2eq per kWh"),
-    "provider": Spec(_choice("uk", "electricitymaps", "watttime"), None, "live intensity provider"),
+    "provider": Spec(_choice(*providers.NAMES, providers.OFF), None, "live intensity provider"),
     "provider_url": Spec(str, None, "base URL of the live provider (mirrors, tests)"),
     "attribution": Spec(_choice("process", "machine"), "process", "count the job's process tree, or the machine"),
     "tags": Spec(_tags, {}, "KEY=VALUE labels stored with the run"),
@@ -117,6 +118,7 @@ def env_name(name: str) -> str:
 class Settings:
     values: Dict[str, Any] = field(default_factory=dict)
     sources: Dict[str, str] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)  # one line each, for the CLI to show (config.py)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -146,8 +148,8 @@ def resolve(flags: Mapping[str, Tuple[Any, str]], env: Optional[Mapping[str, str
     from carbonrun import config
 
     env = os.environ if env is None else env
-    layers = config.load_layers(cwd or os.getcwd(), env)  # [(label, {name: value})], highest first
     out = Settings()
+    layers = config.load_layers(cwd or os.getcwd(), env, out.warnings)  # [(label, {name: value})], highest first
     for name, spec in SPECS.items():
         if name in flags and flags[name][0] is not None:
             value, how = flags[name]

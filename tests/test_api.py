@@ -1,6 +1,7 @@
 """The Python API, `carbonrun.track`: in-process measurement into the same store as the CLI."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,9 +56,9 @@ def test_block_is_stored_as_a_run_record(env):
 
 
 def test_checkpoints_reach_the_store_while_the_block_runs(env, monkeypatch):
-    from carbonrun import api
+    from carbonrun.measure import loop
 
-    monkeypatch.setattr(api, "CHECKPOINT_EVERY", 0.2)
+    monkeypatch.setattr(loop, "CHECKPOINT_EVERY_S", 0.2)
     with carbonrun.track("long") as run:
         burn(0.6)
         mid = env.record(str(run.id))
@@ -144,6 +145,43 @@ def test_bad_options_fail_before_the_block(env):
     assert ran == []
     with pytest.raises(TypeError, match="regoin"):
         carbonrun.track("x", regoin="FR")
+
+
+def shape(x):
+    """A record's structure: keys all the way down, list items of dicts, and the kind of each value."""
+    if isinstance(x, dict):
+        return {k: shape(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [shape(v) for v in x] if x and isinstance(x[0], dict) else "list"
+    return "null" if x is None else "bool" if isinstance(x, bool) else \
+        "number" if isinstance(x, (int, float)) else type(x).__name__
+
+
+def test_same_options_give_the_same_record_through_the_cli_and_track(env, tmp_path, monkeypatch):
+    """One engine: embodied carbon, the Prometheus textfile and the SLURM claim apply to both alike."""
+    slurm = {"SLURM_JOB_ID": "77", "SLURM_NODEID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+             "SLURM_NTASKS": "1", "SLURM_TASKS_PER_NODE": "1", "XDG_RUNTIME_DIR": str(tmp_path)}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    prom_cli, prom_api = tmp_path / "prom-cli", tmp_path / "prom-api"
+    prom_cli.mkdir(), prom_api.mkdir()
+    p = env("--quiet", "--intensity", "250", "--embodied", "--prometheus-textfile", str(prom_cli),
+            "--tag", "phase=same", "--json", str(tmp_path / "cli.json"), "--", "sleep", "0.3",
+            env=slurm, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    by_cli = json.loads((tmp_path / "cli.json").read_text())
+    with carbonrun.track("same", intensity=250, embodied=True, prometheus_textfile=str(prom_api)) as run:
+        time.sleep(0.3)
+    by_api = run.record
+    assert by_api["embodied"]["per_device"] and by_cli["embodied"]["per_device"]
+    assert by_api["job"]["job_id"] == by_cli["job"]["job_id"] == "77"
+    assert by_api["job"]["role"] == by_cli["job"]["role"] == "meter"
+    assert shape(by_api) == shape(by_cli)
+    assert shape(env.record(str(run.id))) == shape(env.record(str(by_cli["id"])))
+    for prom, rec in ((prom_cli, by_cli), (prom_api, by_api)):
+        text = (prom / "carbonrun.prom").read_text()
+        assert 'job_id="77"' in text and 'phase="same"' in text
+        assert f"}} {float(rec['duration_s'])!r}\n" in text  # this run's figures, not the other's
 
 
 def test_track_is_lazy_attribute_of_the_package():

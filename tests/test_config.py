@@ -177,11 +177,12 @@ def test_providers_pass_through(tmp_path: Path, env: Dict[str, str]) -> None:
         [tool.carbonrun.providers.electricitymaps]
         token = "secret"
     """)
+    env["CARBONRUN_TRUSTED_PROJECTS"] = str(tmp_path)  # a project may choose the provider only when trusted
     [(_, table)] = config.load_layers(str(tmp_path), env)
     assert table["providers"] == {"electricitymaps": {"token": "secret"}}
 
     s = settings.resolve({}, env, str(tmp_path))
-    assert s.provider == "electricitymaps" and "providers" not in s.values
+    assert s.provider == "electricitymaps" and "providers" not in s.values and not s.warnings
 
     path = write(tmp_path / "pyproject.toml", '[tool.carbonrun]\nproviders = "uk"\n')
     with pytest.raises(CarbonrunError, match=rf"^{re.escape(str(path))}:2: providers must be a table"):

@@ -10,12 +10,18 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
+import shlex
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from carbonrun.gate import paired as pg
 from carbonrun.gate import stats as g
+from carbonrun.gate.result import fmt
 
 N = 1_500_000  # about 0.15 s of CPU for CPython on a current core
 
@@ -310,8 +316,8 @@ def test_same_energy_passes_more_fails_less_improves(cli):
     assert 25 < lo <= 30 <= hi < 35
     md = summary.read_text()
     assert md.startswith("# earlier step\n")  # appended, not overwritten
-    assert "| baseline (b.json) | 5 | 27.778 mWh |" in md  # 100 J = 27.778 mWh
-    assert "| current | 5 | 36.111 mWh |" in md and "| verdict | | **regression** |" in md
+    assert f"| baseline (b.json) | 5 | {fmt('energy', 100 / 3.6e6)} |" in md
+    assert f"| current | 5 | {fmt('energy', 130 / 3.6e6)} |" in md and "| verdict | | **regression** |" in md
 
     light = cli(*gate, "--update-baseline-on-improvement", "--", *rapl.spend(70), env=rapl.env)
     assert light.returncode == 0 and "IMPROVEMENT" in err(light), err(light)
@@ -416,6 +422,14 @@ def test_missing_or_corrupt_baseline_exits_2_before_running(cli):
     (["--max-increase", "lots", "--max-kwh", "1", "--", "true"], "percentage"),
     (["--metric", "watts", "--max-kwh", "1", "--", "true"], "watts"),
     (["--test", "welch", "--runs", "1", "--max-kwh", "1", "--", "true"], "welch"),
+    (["--vs", "true", "--baseline", "b.json", "--", "true"], "--baseline does not go with --vs"),
+    (["--vs", "true", "--vs-ref", "HEAD", "--", "true"], "not both"),
+    (["--vs", "true", "--test", "mannwhitney", "--", "true"], "paired runs use --test wilcoxon"),
+    (["--vs", "true", "--runs", "6", "--max-runs", "9", "--", "true"], "not both"),
+    (["--max-runs", "9", "--max-kwh", "1", "--", "true"], "needs --vs or --vs-ref"),
+    (["--setup", "make", "--max-kwh", "1", "--", "true"], "goes with --vs-ref"),
+    (["--metric", "auto", "--max-kwh", "1", "--", "true"], "--metric auto needs pairs"),
+    (["--vs", "'unclosed", "--", "true"], "not a command line"),
 ])
 def test_usage_errors_exit_2(cli, argv, says):
     p = cli("gate", *argv)
@@ -460,3 +474,228 @@ def test_budgets(cli):
     assert "**budget exceeded**" in (cli.home / "s.md").read_text()
     p = cli("gate", "--max-kwh", "1", "--max-kg", "1", "--runs", "1", "--warmup", "0", "--", *tiny)
     assert p.returncode == 0 and "WITHIN BUDGET" in err(p)
+
+
+# -- paired statistics: the signed-rank test, Walsh averages, the sequential plan ------------------------
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 11])
+def test_signed_rank_distribution_matches_enumeration(n):
+    brute = [0] * (n * (n + 1) // 2 + 1)
+    for signs in itertools.product((0, 1), repeat=n):
+        brute[sum(r for r, s in zip(range(1, n + 1), signs) if s)] += 1
+    assert list(pg.signed_rank_counts(n)) == brute
+
+
+@pytest.mark.parametrize("n, w, p", [
+    # Printed tables of the lower tail P(W+ <= w): the critical values of the one-sided 5% and 2.5% tests.
+    (6, 2, 3 / 64), (8, 3, 5 / 256), (8, 5, 10 / 256), (10, 8, 25 / 1024), (10, 10, 43 / 1024), (12, 17, 0.0461),
+])
+def test_wilcoxon_exact_p_values_match_tables(n, w, p):
+    # Ranks 1..w-ish negative: the differences 1..n with the ranks summing to w negative.
+    neg = set()
+    for r in range(n, 0, -1):  # greedy: a set of ranks summing to w
+        if sum(neg) + r <= w:
+            neg.add(r)
+    assert sum(neg) == w
+    d = [-float(r) if r in neg else float(r) for r in range(1, n + 1)]
+    result = pg.wilcoxon([-x for x in d])  # W+ of -d is w
+    assert result.method == "exact" and result.statistic == w
+    assert result.p_less == pytest.approx(p, abs=5e-5)
+    assert pg.wilcoxon(d).p_greater == pytest.approx(p, abs=5e-5)  # the mirror image, the other tail
+
+
+def test_wilcoxon_normal_approximation_with_ties_and_zeros():
+    # |d| = 1, 2, 2, 3, 4 -> ranks 1, 2.5, 2.5, 4, 5; W+ = 1 + 2.5 + 2.5 + 5 = 11; one tie of 2:
+    # var = 5*6*11/24 - (8 - 2)/48 = 13.625; z = (11 - 7.5 - 0.5) / sqrt(13.625); p = 1 - Phi(z) = 0.208183.
+    r = pg.wilcoxon([1.0, 2.0, 2.0, -3.0, 4.0, 0.0])  # the zero is dropped
+    assert r.method == "normal approximation" and r.statistic == 11
+    assert r.p_greater == pytest.approx(0.208183, abs=1e-6)
+    assert pg.wilcoxon([0.0, 0.0]).p_greater == 1.0  # nothing but zeros: no evidence either way
+
+
+def test_walsh_interval_is_the_set_the_test_does_not_reject():
+    d = [0.31, -0.12, 0.05, 0.44, 0.27, -0.03, 0.18, 0.09, 0.52, 0.14]
+    est, (lo, hi) = pg.walsh_interval(d, 0.025)
+    walsh = sorted((d[i] + d[j]) / 2 for i in range(10) for j in range(i, 10))
+    # Tables: n = 10, two-sided 5% critical W = 8, so the interval is the 9th smallest to the 9th largest.
+    assert (lo, hi) == (walsh[8], walsh[-9]) and est == statistics.median(walsh)
+    eps = 1e-9
+    assert pg.wilcoxon([x - (lo - eps) for x in d]).p_greater <= 0.025  # just below: rejected
+    assert pg.wilcoxon([x - (lo + eps) for x in d]).p_greater > 0.025  # just above: not
+    assert pg.wilcoxon([x - (hi + eps) for x in d]).p_less <= 0.025
+    assert pg.walsh_interval([0.1, 0.2, 0.3], 0.025)[1] is None  # 3 pairs cannot reach 97.5% one-sided
+
+
+def test_paired_runs_needed_formula():
+    # sd 0.1: n = ((1.644854 + 0.841621) * 0.1 / log 1.05)^2 = 25.97 -> 26; Wilcoxon / (3/pi) = 27.2 -> 28
+    d = [0.0, 0.1 * math.sqrt(2)]
+    assert pg.runs_needed(d, 5, 0.05, "t") == 26 and pg.runs_needed(d, 5, 0.05, "wilcoxon") == 28
+
+
+def test_sequential_plan_spends_at_most_alpha():
+    assert pg.sequential_plan(4, 0.05) == pg.fixed_plan(4, 0.05)  # too few pairs for an early look
+    for n in (2, 6, 8, 12, 20, 30, 100):
+        plan = pg.sequential_plan(n, 0.05)
+        assert plan.looks[-1] == n and list(plan.looks) == sorted(set(plan.looks))
+        assert sum(plan.alphas) <= 0.05 + 1e-12
+        if len(plan.looks) > 1:
+            assert 2.0 ** -plan.looks[0] <= plan.alphas[0]  # an early look can decide
+    assert pg.sequential_plan(20, 0.05).looks == (7, 10, 15, 20)
+
+
+def _sequential(rng, plan, effect, sd, threshold):
+    d = []
+    for n in range(1, plan.max_pairs + 1):
+        d.append(rng.gauss(math.log1p(effect), sd))
+        if n in plan.looks:
+            k = plan.looks.index(n)
+            look = pg.judge(d, threshold, plan.alphas[k], "wilcoxon", final=n == plan.max_pairs)
+            if look.verdict:
+                return look.verdict, n
+
+
+def test_sequential_false_alarm_rate_by_simulation():
+    # Identical commands, with no threshold to hide behind (0%): the stated bound is alpha = 5%.
+    # Ranks and signs are all the test sees, so normal noise stands for any symmetric noise.
+    rng = random.Random(20261130)
+    plan = pg.sequential_plan(20, 0.05)
+    verdicts = [_sequential(rng, plan, 0.0, 0.05, 0.0)[0] for _ in range(1500)]
+    assert verdicts.count("regression") / len(verdicts) <= 0.05
+    assert verdicts.count("improvement") / len(verdicts) <= 0.05
+    # A rise of exactly the threshold: stopping early with "no change" is the other error, also <= alpha.
+    early = [_sequential(rng, plan, 0.05, 0.05, 5.0) for _ in range(1500)]
+    assert sum(1 for v, n in early if v == "no change" and n < 20) / len(early) <= 0.05
+
+
+def test_sequential_clear_cases_stop_at_the_first_look():
+    rng = random.Random(7)
+    plan = pg.sequential_plan(20, 0.05)
+    assert all(_sequential(rng, plan, 0.15, 0.03, 5.0) == ("regression", 7) for _ in range(50))
+    assert all(_sequential(rng, plan, 0.0, 0.01, 5.0) == ("no change", 7) for _ in range(50))
+
+
+def test_metric_choice_takes_the_tightest_paired_spread():
+    base = [1.0, 1.0, 1.0]
+    choice = pg.choose_metric({"energy": (base, [1.1, 0.9, 1.2]), "cpu-energy": (base, [1.02, 0.99, 1.01]),
+                               "cpu-time": (base, [0.0, 1.0, 1.0])})
+    assert choice.chosen == "cpu-energy" and choice.spreads["cpu-time"] is None
+    assert choice.spreads["cpu-energy"] == pytest.approx(math.sqrt((math.log(1.02) ** 2 + math.log(0.99) ** 2
+                                                                     + math.log(1.01) ** 2) / 3))
+    # Signs are ignored: flipping a pair's ratio changes no spread, so the choice cannot favour a verdict.
+    flipped = pg.choose_metric({"energy": (base, [1 / 1.1, 0.9, 1.2]), "cpu-energy": (base, [1.02, 1 / 0.99, 1.01])})
+    assert flipped.spreads["energy"] == pytest.approx(choice.spreads["energy"])
+
+
+# -- A/B gates, end to end: both commands in this job, in pairs ----------------------------------------
+
+DISTINCT = "1.0,1.011,0.989,1.021,0.979,1.005,0.995,1.016,0.984,1.008,0.992,1.013,0.987,1.003,0.997,1.019,0.981"
+
+
+def test_vs_pairs_the_commands_in_seeded_order_and_fails_more_work(cli):
+    rapl = Rapl(cli.home)
+    p = cli("gate", "--vs", shlex.join(rapl.spend(100, "1.0")), "--runs", "6", "--warmup", "0", "--seed", "7",
+            "--metric", "energy", "--tag", "branch=dev", "--json", "r.json", "--summary", "s.md", "--",
+            *rapl.spend(130, DISTINCT), env=rapl.env)
+    assert p.returncode == 1 and "REGRESSION" in err(p), err(p)
+    assert "the paired energy ratio rose" in err(p) and "--seed 7 repeats it" in err(p)
+    result = json.loads((cli.home / "r.json").read_text())
+    rng = random.Random(7)
+    assert result["design"] == "paired" and result["pairs"]["n"] == 6
+    assert result["pairs"]["order"] == ["bc" if rng.random() < 0.5 else "cb" for _ in range(6)]
+    assert result["test"]["name"] == "Wilcoxon signed-rank" and result["test"]["method"] == "exact"
+    assert result["test"]["p_greater"] == pytest.approx(1 / 64)  # six rises out of six
+    assert 27 < result["change_pct"] < 33 and result["ci_level"] == pytest.approx(0.95)
+    assert result["metric_choice"]["chosen"] == "energy" and result["metric_choice"]["auto"] is False
+    assert result["baseline"]["median"] * 3.6e6 == pytest.approx(100)
+    assert "Pairs: 6, each in random order" in (cli.home / "s.md").read_text()
+    from carbonrun.store.sqlite import Store
+
+    runs = Store(cli.home / "store" / "runs.sqlite").query(tags={"gate": result["gate"]})
+    sides = sorted((r["tags"]["gate-side"], r["tags"].get("branch")) for r in runs)
+    assert sides == [("baseline", None)] * 6 + [("current", "dev")] * 6  # --tag goes on the current runs
+    assert sorted(result["baseline"]["runs"] + result["current"]["runs"]) == sorted(r["id"] for r in runs)
+
+
+def test_sequential_gate_stops_as_soon_as_decided(cli):
+    rapl = Rapl(cli.home)
+    heavy = cli("gate", "--vs", shlex.join(rapl.spend(100, "1.0")), "--max-runs", "12", "--warmup", "0",
+                "--metric", "energy", "--json", "r.json", "--", *rapl.spend(130, DISTINCT), env=rapl.env)
+    assert heavy.returncode == 1, err(heavy)
+    result = json.loads((cli.home / "r.json").read_text())
+    seq = result["pairs"]["sequential"]
+    assert result["pairs"]["n"] == 7 and seq["looks"] == [7, 10, 12] and seq["stopped_early"]
+    assert sum(seq["alphas"]) <= 0.05 and "decided after 7 of at most 12 pairs" in err(heavy)
+    same = cli("gate", "--vs", shlex.join(rapl.spend(100, "1.0")), "--max-runs", "12", "--warmup", "0",
+               "--json", "r.json", "--", *rapl.spend(100, "1.0"), env=rapl.env)
+    assert same.returncode == 0 and "NO CHANGE" in err(same), err(same)
+    result = json.loads((cli.home / "r.json").read_text())
+    assert result["pairs"]["n"] == 7  # the interval already excludes ±5%
+    choice = result["metric_choice"]  # auto, by default: energy does not move at all here
+    assert choice["auto"] and choice["chosen"] == "energy" and choice["spread_pct"]["energy"] == 0
+    assert "energy: tightest paired spread in this job" in err(same)
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args], cwd=repo,
+                          check=True, capture_output=True, text=True).stdout
+
+
+BENCH = """
+import os, pathlib, sys
+JOULES = {joules}
+if not pathlib.Path("built").exists():
+    sys.exit("not built")
+with open(os.environ["COUNTER"], "r+") as f:
+    uj = int(f.read().split()[0]) + JOULES * 10 ** 6
+    f.seek(0)
+    f.write(f"{{uj}}\\n")
+    f.truncate()
+"""
+
+
+@pytest.fixture
+def repo(cli) -> Path:
+    """A git repository whose committed bench spends 100 J; the working tree's spends 130 J."""
+    root = cli.home / "repo"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "bench.py").write_text(BENCH.format(joules=100))
+    (root / ".gitignore").write_text("built\n")
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "commit", "-q", "-m", "bench")
+    (root / "sub" / "bench.py").write_text(BENCH.format(joules=130))
+    (root / "sub" / "built").write_text("")
+    (cli.home / "tmp").mkdir()
+    return root
+
+
+def test_vs_ref_measures_the_committed_version_in_a_worktree_and_removes_it(cli, repo):
+    rapl = Rapl(cli.home)
+    env = {**rapl.env, "COUNTER": str(rapl.counter), "TMPDIR": str(cli.home / "tmp")}
+    p = cli("gate", "--vs-ref", "HEAD", "--setup", "touch built", "--runs", "5", "--metric", "energy",
+            "--json", str(cli.home / "r.json"), "--", sys.executable, "bench.py", env=env, cwd=repo / "sub")
+    assert p.returncode == 1 and "REGRESSION" in err(p), err(p)
+    result = json.loads((cli.home / "r.json").read_text())
+    head = _git(repo, "rev-parse", "HEAD").strip()
+    assert result["pairs"]["ref"] == "HEAD" and result["pairs"]["commit"] == head
+    assert result["baseline"]["median"] * 3.6e6 == pytest.approx(100)  # the committed bench, set up by --setup
+    assert result["current"]["median"] * 3.6e6 == pytest.approx(130)
+    assert _git(repo, "worktree", "list").count("\n") == 1 and not any((cli.home / "tmp").iterdir())
+
+    failed = cli("gate", "--vs-ref", "HEAD", "--setup", "exit 5", "--", sys.executable, "bench.py", env=env,
+                 cwd=repo / "sub")
+    assert failed.returncode == 3 and "--setup failed in the worktree of HEAD (exit 5)" in err(failed)
+    assert _git(repo, "worktree", "list").count("\n") == 1 and not any((cli.home / "tmp").iterdir())
+    unbuilt = cli("gate", "--vs-ref", "HEAD", "--warmup", "0", "--", sys.executable, "bench.py", env=env,
+                  cwd=repo / "sub")
+    assert unbuilt.returncode == 3 and "(baseline) failed (exit 1" in err(unbuilt), err(unbuilt)
+    assert not any((cli.home / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("ref, where, says", [
+    ("no-such-branch", "repo", "--vs-ref no-such-branch: no such commit, branch or tag"),
+    ("HEAD", "home", "is not inside a git repository"),
+])
+def test_vs_ref_that_cannot_be_checked_out_is_a_usage_error(cli, repo, ref, where, says):
+    p = cli("gate", "--vs-ref", ref, "--", "true", cwd=repo if where == "repo" else cli.home)
+    assert p.returncode == 2 and says in err(p) and "Traceback" not in err(p)

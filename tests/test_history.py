@@ -123,7 +123,7 @@ def test_report_references(three):
     uuid = cli.record("1")["uuid"]
     assert cli.record(uuid[:8])["id"] == 1
     p = cli("report", "99")
-    assert p.returncode == 1 and "no run '99'" in one_error_line(p)
+    assert p.returncode == 2 and "no run '99'" in one_error_line(p) and "carbonrun history" in one_error_line(p)
     p = cli("report", "--bogus")
     assert p.returncode == 2 and b"No such option" in p.stderr
 
@@ -158,7 +158,7 @@ def test_compare_ratios(cli):
 def test_compare_unknown_run(cli):
     run(cli, "true")
     p = cli("compare", "1", "7")
-    assert p.returncode == 1 and "no run '7'" in one_error_line(p)
+    assert p.returncode == 2 and "no run '7'" in one_error_line(p)
 
 
 # -- rm and prune ----------------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def test_rm_removes_and_says_so(three):
 
 def test_rm_unknown_id_removes_nothing(three):
     p = three("rm", "2", "42")
-    assert p.returncode == 1 and "no run '42'" in one_error_line(p)
+    assert p.returncode == 2 and "no run '42'" in one_error_line(p)
     assert p.stdout == b""
     assert ids(three) == [3, 2, 1]
 

@@ -39,14 +39,14 @@ def _families(text: str) -> dict:
 def test_text_format_reads_back_with_exact_labels_and_values():
     fams = _families(metrics.render(_record(job={"job_id": "42", "launcher": "slurm", "role": "meter"})))
     energy = fams["carbonrun_energy_joules"]
-    assert energy.type == "counter" and "before PUE" in energy.documentation
+    assert energy.type == "gauge" and "before PUE" in energy.documentation  # the last run's, not a total
     got = {s.labels["component"]: (s.name, s.value, s.labels) for s in energy.samples}
     assert set(got) == {"cpu", "gpu"}  # psys covers the others: never added
     name, value, labels = got["cpu"]
-    assert name == "carbonrun_energy_joules_total" and value == 40.5  # the job's share (attribution process)
+    assert name == "carbonrun_energy_joules" and value == 40.5  # the job's share (attribution process)
     assert labels["exp"] == TRICKY and labels["my_tag"] == "x" and labels["tag_job"] == "j"
     assert labels["tag_0day"] == "y" and labels["job_id"] == "42" and labels["device"] == "package-0"
-    assert fams["carbonrun_emissions_grams"].type == "counter"
+    assert fams["carbonrun_emissions_grams"].type == "gauge"
     assert fams["carbonrun_emissions_grams"].samples[0].value == pytest.approx(12.3)
     assert fams["carbonrun_run_duration_seconds"].samples[0].value == 12.5
     ci = fams["carbonrun_intensity_grams_per_kwh"]

@@ -22,7 +22,7 @@ DEAD_OWNER = f"{socket.gethostname()}:999999999:1"  # this host, a process that 
 def _rec(cmd="python train.py", tags=None, status="running", **extra) -> dict:
     return {"schema": "carbonrun.run/1", "id": None, "uuid": str(uuid.uuid4()), "command": cmd.split(),
             "tags": tags or {}, "started_at": "2024-05-01T10:00:00.000+00:00", "status": status,
-            "energy": {"total_kwh": 0.5}, "notes": [], **extra}
+            "energy": {"total_kwh": 0.5}, "emissions": {"kg": 0.1}, "notes": [], **extra}
 
 
 def test_open_store_picks_by_spec(tmp_path):

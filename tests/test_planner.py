@@ -14,13 +14,12 @@ import pytest
 from carbonrun.intensity.planner import (
     best_start,
     bounded,
-    format_duration,
-    parse_duration,
     summary_line,
     to_segments,
     wait_until,
 )
 from carbonrun.intensity.providers.base import iso
+from carbonrun.timefmt import format_duration, parse_duration
 from tests.fakes.http import Server
 
 H = 3600.0

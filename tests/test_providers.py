@@ -11,13 +11,8 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from carbonrun.intensity.carbon import resolve_intensity
-from carbonrun.intensity.providers import (
-    ProviderError,
-    UnknownProvider,
-    get_provider,
-    provider_names,
-)
-from carbonrun.intensity.providers.base import iso, parse_time
+from carbonrun.intensity.providers import get_provider, provider_names
+from carbonrun.intensity.providers.base import ProviderError, UnknownProvider, iso, parse_time
 from carbonrun.intensity.providers.watttime import LB_PER_MWH_TO_G_PER_KWH
 from tests.fakes.http import Server
 
@@ -121,7 +116,7 @@ def test_electricitymaps_latest_history_forecast(server):
 def test_electricitymaps_token_from_env(server, monkeypatch):
     monkeypatch.setenv("CARBONRUN_ELECTRICITYMAPS_TOKEN", TOKEN)
     server.routes["/v3/carbon-intensity/latest"] = (200, em_point(HALF, 33), 0)
-    assert get_provider("em", opts(server, region="DE")).current()[0] == 33.0
+    assert get_provider("electricitymaps", opts(server, region="DE")).current()[0] == 33.0
     assert server.requests[0][1].get("auth-token") == TOKEN
 
 
@@ -320,8 +315,8 @@ def test_refresh_failure_keeps_last_value_with_one_note(server):
 # -- registry, parsing, import hygiene ----------------------------------------------------------------------
 def test_registry():
     assert provider_names() == ["uk", "electricitymaps", "watttime"]
-    assert get_provider("carbonintensity").name == "uk"
-    assert get_provider("Electricity-Maps").name == "electricitymaps"
+    assert get_provider("uk").name == "uk"
+    assert get_provider("Electricitymaps").name == "electricitymaps"
     with pytest.raises(UnknownProvider, match="choose from uk, electricitymaps, watttime"):
         get_provider("nope")
     with pytest.raises(UnknownProvider):

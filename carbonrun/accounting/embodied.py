@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+from carbonrun.units import counts_job
+
 SERVER_KG = 1000.0
 GPU_KG = 150.0
 LIFETIME_YEARS = 4.0
@@ -43,7 +45,7 @@ def _setting(st: Any, name: str, default: float) -> float:
 
 def cpu_share(record: Dict[str, Any]) -> Tuple[float, str]:
     """(share of the server, how): CPU-time share, or 1 under machine attribution."""
-    if record.get("attribution") == "machine":
+    if not counts_job(record.get("attribution")):
         return 1.0, "whole machine (attribution machine)"
     threads = int((record.get("host") or {}).get("cpu_threads") or 1)
     duration = float(record.get("duration_s") or 0.0)
@@ -57,7 +59,7 @@ def cpu_share(record: Dict[str, Any]) -> Tuple[float, str]:
 
 def gpu_shares(record: Dict[str, Any]) -> Tuple[List[Tuple[str, float, str]], List[str]]:
     """[(device, share, how)] for the GPUs the job used, and notes for those that cannot be told."""
-    machine = record.get("attribution") == "machine"
+    machine = not counts_job(record.get("attribution"))
     comps = {str(c.get("device")): c for c in record.get("components", []) if c.get("component") == "gpu"}
     out: List[Tuple[str, float, str]] = []
     notes: List[str] = []

@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
 
 from carbonrun.collectors.base import JobView, Meter
+from carbonrun.units import J_PER_KWH, counts_job
 
-J_PER_KWH = 3.6e6
+__all__ = ["Accountant", "Attributor", "J_PER_KWH", "Timeline"]
 
 
 class Timeline:
@@ -83,13 +84,16 @@ class Accountant:
         self.intensity_at = intensity_at
         self.pue = pue
         self.attribution = attribution
+        self._job_counts = counts_job(attribution)
         n = len(self.meters)
         self.machine_j = [0.0] * n
         self.job_j = [0.0] * n
         self._prev = [0.0] * n
         self.kg = self.kg_low = self.kg_high = 0.0
         self.g_weighted = 0.0  # sum(kWh x CI), for the energy-weighted mean intensity
-        self.timeline = Timeline(sorted({m.component for m in self.meters}), max_points)
+        kinds = [m.component for m in self.meters]  # one power series per device: "gpu 0", "gpu 1"; "cpu" when alone
+        self._series = [k if kinds.count(k) == 1 else f"{k} {m.device}" for k, m in zip(kinds, self.meters)]
+        self.timeline = Timeline(sorted(set(self._series)), max_points)
         self._t_prev = 0.0
 
     def baseline(self, readings: Sequence[float]) -> None:
@@ -109,9 +113,9 @@ class Accountant:
             job_delta = delta * (job.cpu_share if share is None else share)
             self.machine_j[i] += delta
             self.job_j[i] += job_delta
-            by_component[m.component] = by_component.get(m.component, 0.0) + delta
+            by_component[self._series[i]] = by_component.get(self._series[i], 0.0) + delta
             if m.counted:
-                e = job_delta if self.attribution == "process" else delta
+                e = job_delta if self._job_counts else delta
                 counted += e
                 low += e * m.low_factor
                 high += e * m.high_factor
@@ -120,7 +124,7 @@ class Accountant:
         if dt > 0:
             self.timeline.add(t, dt, by_component)
         if counted > 0:
-            ci = self.intensity_at(wall)
+            ci = self.intensity_at(wall)  # g/kWh
             kwh = counted * self.pue / J_PER_KWH
             self.g_weighted += kwh * ci
             self.kg += kwh * ci / 1000
@@ -128,11 +132,13 @@ class Accountant:
             self.kg_high += high * self.pue / J_PER_KWH * ci / 1000
 
     def kwh(self, which: str) -> float:
+        """Counted meters' kWh before PUE: the job's ("job") or the whole machine's ("machine")."""
         js = self.job_j if which == "job" else self.machine_j
         return sum(j for j, m in zip(js, self.meters) if m.counted) / J_PER_KWH
 
     def total_kwh(self) -> float:
-        return self.kwh("job" if self.attribution == "process" else "machine") * self.pue
+        """The run's energy: what the attribution counts, times PUE."""
+        return self.kwh("job" if self._job_counts else "machine") * self.pue
 
     def mean_intensity(self) -> Optional[float]:
         """Energy-weighted mean g/kWh actually applied, or None before any energy."""

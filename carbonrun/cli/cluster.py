@@ -23,7 +23,7 @@ def sync(store: Optional[str]) -> int:
     """
     from carbonrun.store import postgres as pgstore
     from carbonrun import store as stores
-    from carbonrun.store.sqlite import StoreError
+    from carbonrun.store.base import StoreError
 
     spec, waiting = store_spec(store), pgstore.pending()
     if not waiting:
@@ -51,7 +51,7 @@ def report_job(job_id: str, fmt: str, output: Optional[str], store: Optional[str
     """`carbonrun report --job ID`: one line per node and the job's totals (each node counted once)."""
     from carbonrun.measure import launcher
     from carbonrun import store as stores
-    from carbonrun.store.sqlite import NoStore, StoreError
+    from carbonrun.store.base import NoStore, StoreError
 
     if fmt not in JOB_FORMATS:
         raise click.BadParameter(f"{fmt!r} is not available with --job; choose from {', '.join(JOB_FORMATS)}",

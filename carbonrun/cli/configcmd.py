@@ -27,7 +27,13 @@ def config_files(env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None
 
 
 def _shown(value: Any) -> str:
-    """A value as a user would type it in a config file."""
+    """A value as a user would type it in a config file, without its passwords."""
+    from carbonrun.redact import redact_text
+
+    return redact_text(_typed(value))
+
+
+def _typed(value: Any) -> str:
     if value is None:
         return "(not set)"
     if isinstance(value, bool):
@@ -39,11 +45,25 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def effective(name: str) -> str:
+    """What a run does when a setting is not set: the effective default, in words."""
+    if name == "store":
+        from carbonrun.store.sqlite import default_path
+
+        return str(default_path())
+    return {"region": "from the time zone, else world", "intensity": "from the region",
+            "intensity-file": "none", "provider": "none (no network)", "provider-url": "the provider's own",
+            "json": "none", "scc": "120,190,340 (US EPA)", "start-within": "start at once",
+            "expected-duration": "median of earlier runs", "prometheus-textfile": "none",
+            "pushgateway": "none"}.get(name, "none")
+
+
 def render_text(rows: List[Tuple[str, Any, str]], files: Dict[str, Any]) -> str:
-    """Aligned plain text: name, value, source; then the files consulted."""
-    width = max(len(name) for name, _, _ in rows)
-    vwidth = min(40, max(len(_shown(v)) for _, v, _ in rows))
-    lines = [f"{name:<{width}}  {_shown(value):<{vwidth}}  {source}" for name, value, source in rows]
+    """Aligned plain text: name, value (the effective default when unset), source; then the files consulted."""
+    shown = [(name, effective(name) if value is None else _shown(value), source) for name, value, source in rows]
+    width = max(len(name) for name, _, _ in shown)
+    vwidth = min(40, max(len(v) for _, v, _ in shown))
+    lines = [f"{name:<{width}}  {value:<{vwidth}}  {source}".rstrip() for name, value, source in shown]
     user = files["user"] + ("" if files["user_exists"] else " (absent)")
     lines += ["", f"project file: {files['project'] or '(none found from here upwards)'}", f"user file:    {user}",
               "precedence:   flag > env CARBONRUN_* > project file > user file > default"]
@@ -51,7 +71,10 @@ def render_text(rows: List[Tuple[str, Any, str]], files: Dict[str, Any]) -> str:
 
 
 def to_json(rows: List[Tuple[str, Any, str]], files: Dict[str, Any]) -> str:
-    settings = {name: {"value": value, "source": source, "layer": source.split(" ", 1)[0]}
+    from carbonrun.redact import redact_text
+
+    settings = {name: {"value": redact_text(value) if isinstance(value, str) else value, "source": source,
+                       "layer": source.split(" ", 1)[0]}
                 for name, value, source in rows}
     return json.dumps({"settings": settings, "files": files}, indent=2) + "\n"
 
@@ -73,6 +96,8 @@ def config(ctx: click.Context, as_json: bool, **params: Any) -> int:
     from carbonrun import settings
 
     st = settings.resolve(flag_values(ctx, params))
+    for warning in st.warnings:  # a project file's destinations ignored (config.py)
+        sys.stderr.write(f"carbonrun: warning: {warning}\n")
     rows = config_mod.explain(st)
     files = config_files()
     sys.stdout.write(to_json(rows, files) if as_json else render_text(rows, files))

@@ -241,7 +241,7 @@ def _check_database(url: str) -> Dict[str, Any]:
         store.connect(create=False)
         out.update(exists=True, runs=store.count(), ok=True)
     except Exception as e:  # the store's own errors say what to do; the password is never in them
-        out["error"] = str(e)
+        out["error"] = redact(str(e))
     finally:
         store.close()
     return out
@@ -269,9 +269,9 @@ def check_store(st: Settings) -> Dict[str, Any]:
         out["notes"].append(f"readable by other users (mode {mode:04o}): chmod 600 {path}")
     store = Store(path)
     try:
-        db = store.connect(create=False)
-        out["schema_version"] = db.execute("PRAGMA user_version").fetchone()[0]
-        out["runs"] = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+        store.connect(create=False)
+        out["schema_version"] = store.schema_version()
+        out["runs"] = store.count()
         out["ok"] = bool(out["writable"])
     except Exception as e:  # StoreError says what to do; sqlite errors are shown as they are
         out["error"] = str(e)
@@ -436,7 +436,10 @@ def doctor(ctx: click.Context, as_json: bool, **params: Any) -> int:
     """
     from carbonrun import settings
 
-    report = diagnose(settings.resolve(flag_values(ctx, params)))
+    st = settings.resolve(flag_values(ctx, params))
+    for warning in st.warnings:  # a project file's destinations ignored (config.py)
+        sys.stderr.write(f"carbonrun: warning: {warning}\n")
+    report = diagnose(st)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:

@@ -11,9 +11,11 @@ INTERNAL_ERROR = 70  # a bug in carbonrun, never confused with the command's own
 
 
 def fail(message: str, code: int) -> NoReturn:
-    """One line on stderr (if stderr can take it), then exit with `code`."""
+    """One line on stderr (if stderr can take it), then exit with `code`; never a password in it."""
+    from carbonrun.redact import redact_text
+
     try:
-        sys.stderr.write(f"carbonrun: error: {message}\n")
+        sys.stderr.write(f"carbonrun: error: {redact_text(message)}\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # stderr closed, full or a broken pipe: the exit code still tells

@@ -10,13 +10,15 @@ import os
 import re
 import sys
 import time
-from datetime import datetime
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import click
 
+from carbonrun import files, timefmt
 from carbonrun.errors import CarbonrunError
+
+if TYPE_CHECKING:
+    from carbonrun.store.base import Store
 
 STATUSES = ("completed", "failed", "interrupted", "incomplete", "running")
 HISTORY_FORMATS = ("table", "json", "csv", "markdown", "codecarbon")
@@ -41,20 +43,24 @@ def store_spec(flag: Optional[str]) -> Optional[str]:
     return None
 
 
-def open_store(flag: Optional[str]):
-    """The store the spec names (SQLite file, or PostgreSQL where stores.py is built); not connected yet."""
-    spec = store_spec(flag)
-    try:
-        from carbonrun.store import open_store as by_spec
-    except ImportError:
-        from carbonrun.store.sqlite import Store, default_path
+def open_store(flag: Optional[str]) -> "Store":
+    """The store the spec names (SQLite file, PostgreSQL URL, or none); not connected yet."""
+    from carbonrun.store import open_store as by_spec
 
-        return Store(Path(spec) if spec else default_path())
-    return by_spec(spec)
+    return by_spec(store_spec(flag))
+
+
+def warn_skipped(store: "Store") -> None:
+    """Say which stored records could not be read (and were left out), once each."""
+    for warning in dict.fromkeys(store.warnings):
+        sys.stderr.write(f"carbonrun: warning: {warning}\n")
+    store.warnings.clear()
 
 
 def store_option(f: Callable) -> Callable:
-    return click.option("--store", metavar="PATH", help="The run store [env CARBONRUN_STORE, config `store`].")(f)
+    return click.option("--store", metavar="PATH",
+                        help="The run store: an SQLite file or a postgresql:// URL"
+                             " [env CARBONRUN_STORE, config `store`].")(f)
 
 
 def _complete_ids(ctx: click.Context, param: click.Parameter, incomplete: str):
@@ -77,7 +83,7 @@ def check_ref(ref: str) -> str:
 
 def guarded(call: Callable, *args, **kwargs):
     """Run a store call; its failures become one-line errors with the documented exit codes."""
-    from carbonrun.store.sqlite import NoStore, StoreError
+    from carbonrun.store.base import NoStore, StoreError
 
     try:
         return call(*args, **kwargs)
@@ -86,18 +92,37 @@ def guarded(call: Callable, *args, **kwargs):
     except StoreError as e:
         raise CarbonrunError(str(e), 2) from None
     except KeyError as e:
-        raise CarbonrunError(e.args[0], 1) from None
+        message = str(e.args[0])
+        if message.startswith("no runs stored yet"):
+            raise CarbonrunError(message, 1) from None
+        raise CarbonrunError(f"{message}; `carbonrun history` lists the stored runs", 2) from None
 
 
-def load(store, ref: str) -> dict:
+def load(store: "Store", ref: str) -> dict:
     return guarded(store.get, check_ref(ref))
+
+
+def load_started(store, ref: str, back: int = 50) -> dict:
+    """`load`, except that `last` and `-N` count only runs whose command started (not a typo's 127)."""
+    from carbonrun.report.units import never_started
+
+    if ref != "last" and not re.fullmatch(r"-\d+", ref):
+        return load(store, ref)
+    wanted, seen, offset = (1 if ref == "last" else int(ref[1:])), 0, 0
+    while offset < back:
+        offset += 1
+        record = load(store, f"-{offset}")
+        if not never_started(record):
+            seen += 1
+            if seen == wanted:
+                return record
+    raise CarbonrunError(f"no run that started among the last {back}; `carbonrun history` lists them", 1)
 
 
 def emit(text: str, output: Optional[str]) -> None:
     if output:
         try:
-            with open(output, "w", encoding="utf-8") as f:
-                f.write(text)
+            files.write_atomic(output, text)
         except OSError as e:
             raise CarbonrunError(f"cannot write {output}: {e.strerror}", 2) from None
     else:
@@ -105,25 +130,43 @@ def emit(text: str, output: Optional[str]) -> None:
 
 
 def _tty(output: Optional[str]) -> Tuple[bool, int]:
+    """Colour and width for stdout; width 0 (no wrapping) for a file or a pipe."""
     from carbonrun.cli.render import color_enabled, terminal_width
 
     tty = output is None and sys.stdout.isatty()
-    return tty and color_enabled(sys.stdout), terminal_width(sys.stdout) if tty else 100
+    return tty and color_enabled(sys.stdout), terminal_width(sys.stdout) if tty else 0
 
 
 # -- report ----------------------------------------------------------------------------------------------
+EXTENSIONS = {".html": "html", ".htm": "html", ".json": "json", ".csv": "csv", ".md": "markdown",
+              ".markdown": "markdown", ".tex": "latex", ".txt": "table"}
+
+
+def format_for(output: Optional[str]) -> str:
+    """The format an output file's extension names (`-o run.html`), else table."""
+    return EXTENSIONS.get(os.path.splitext(output or "")[1].lower(), "table")
+
+
+def _complete_formats(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[str]:
+    from carbonrun.report import FORMATS
+
+    return [f for f in FORMATS if f.startswith(incomplete)]
+
+
 @click.command(context_settings=REF_SETTINGS,
                epilog="Examples:\n\n  carbonrun report\n\n  carbonrun report -2 --format markdown\n\n"
                       "  carbonrun report 12 --format html -o run.html\n\n"
                       "  carbonrun report last --format markdown >> \"$GITHUB_STEP_SUMMARY\"")
 @click.argument("ref", default="last", shell_complete=_complete_ids)
-@click.option("--format", "-f", "fmt", default="table", metavar="FORMAT",
-              help="table, json, csv, markdown, html, statement, latex, codecarbon")
+@click.option("--format", "-f", "fmt", default=None, metavar="FORMAT", shell_complete=_complete_formats,
+              help="table, json, csv, markdown, html, statement, latex, codecarbon [default: from the -o"
+                   " extension, else table]")
 @click.option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
 @store_option
 @click.option("--job", metavar="ID", help="One launcher job (SLURM, torchrun) over all its nodes.")  # issue 11
-def report(ref: str, fmt: str, output: Optional[str], store: Optional[str], job: Optional[str] = None) -> int:
+def report(ref: str, fmt: Optional[str], output: Optional[str], store: Optional[str], job: Optional[str] = None) -> int:
     """Show a stored run: REF is `last`, an id, `-N` (the N-th most recent) or a uuid prefix."""
+    fmt = fmt or format_for(output)
     if job:  # issue 11: carbonrun/cli/cluster.py
         from carbonrun.cli.cluster import report_job
 
@@ -135,26 +178,20 @@ def report(ref: str, fmt: str, output: Optional[str], store: Optional[str], job:
                                  param_hint="--format")
     record = load(open_store(store), ref)
     color, width = _tty(output)
-    emit(formatter(fmt).render(record, color=color, width=width), output)
+    if fmt == "table":  # the full summary: provenance, usage and every note
+        emit(formatter(fmt).render(record, color=color, width=width, verbose=True), output)
+    else:
+        emit(formatter(fmt).render(record, color=color, width=width), output)
     return 0
 
 
 # -- history ---------------------------------------------------------------------------------------------
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_since(text: str, now: Optional[float] = None) -> float:
-    """Unix time from `7d`, `12h`, `30m`, `2w`, or an ISO date/time (local time when it has no offset)."""
-    m = _RELATIVE.match(text)
-    if m:
-        return (time.time() if now is None else now) - float(m.group(1)) * _SECONDS[m.group(2)]
+    """Unix time from an age (`7d`, `1h30m`: the one duration grammar) or an ISO date/time (local time)."""
     try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: use an ISO date (2024-05-01, 2024-05-01T14:00) or an age"
-                                 " (90m, 12h, 7d, 2w)", param_hint="--since") from None
-    return when.timestamp()  # naive -> local time, as a user typing a date means
+        return timefmt.parse_since(text, time.time() if now is None else now)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
 
 
 def parse_tags(items: Sequence[str]) -> Dict[str, str]:
@@ -168,42 +205,36 @@ def parse_tags(items: Sequence[str]) -> Dict[str, str]:
 
 
 def _history_cells(r: dict) -> Dict[str, str]:
+    """A run's figures at the precision its range allows, estimates marked `~` (report/units.py)."""
     from carbonrun.report import units
 
+    f = units.figures(r) if not units.never_started(r) else {"mark": "", "energy_value": "-", "emissions_value": "-"}
+    g = (r.get("intensity") or {}).get("g_per_kwh")
     return {"id": str(r.get("id")), "started": (r.get("started_at") or "")[:16].replace("T", " "),
-            "status": r.get("status", ""), "duration": units.duration(r.get("duration_s") or 0),
-            "energy": units.energy(r["energy"]["total_kwh"]), "CO2eq": units.mass(r["emissions"]["kg"]),
-            "g/kWh": f"{(r.get('intensity') or {}).get('g_per_kwh', 0):.0f}"}
+            "status": r.get("status", "") if not units.never_started(r) else "not started",
+            "duration": units.duration(r.get("duration_s") or 0),
+            "energy": f["mark"] + f["energy_value"], "CO2eq": f["mark"] + f["emissions_value"],
+            "g/kWh": units.intensity(g) if g is not None else "-"}
 
 
 def history_table(records: List[dict], color: bool, width: int) -> str:
-    """One line per run: the command gets the room the figures leave; narrow terminals lose g/kWh, duration."""
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
-
-    from carbonrun.report.table import STATUS_STYLE, _console
+    """One line per run; on a narrow terminal g/kWh, duration and started go before the figures do."""
+    from carbonrun.report import text as tx
+    from carbonrun.report.table import STATUS_STYLE
 
     cells = [_history_cells(r) for r in records]
-    heads = list(cells[0]) if cells else []
-    widths = {h: max(len(h), *(len(c[h]) for c in cells)) + 3 for h in heads}  # + padding and rule
-    for optional in ("g/kWh", "duration"):
-        if width - sum(widths[h] for h in heads) < 24:
-            heads.remove(optional)
-    room = max(12, width - sum(widths[h] for h in heads))
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for h in heads:
-        t.add_column(h, justify="left" if h in ("started", "status") else "right", no_wrap=True)
-    t.add_column("command")
+    heads = ["id", "started", "status", "duration", "energy", "CO2eq", "g/kWh", "command"]
+    rows = []
     for r, c in zip(records, cells):
         tags = " ".join(f"{k}={v}" for k, v in (r.get("tags") or {}).items())
-        cmd = one_line(r.get("command", [])) + (f"  {tags}" if tags else "")
-        cmd = cmd if len(cmd) <= room else cmd[:room - 1] + "\u2026"
-        c["status"] = f"[{STATUS_STYLE.get(c['status'], 'white')}]{c['status']}[/]"
-        t.add_row(*(c[h] for h in heads), escape(cmd))
-    con = _console(color, width)
-    con.print(t)
-    return con.file.getvalue()
+        command = one_line(r.get("command", [])) + (f"  {tags}" if tags else "")
+        rows.append([c[h] for h in heads[:-1]] + [tx.printable(command)])
+    lines = tx.table(heads, rows, width, right=(0, 3, 4, 5, 6), drop=(6, 3, 1), flex=7, color=color)
+    if color:
+        for i, c in enumerate(cells, start=1):
+            lines[i] = lines[i].replace(c["status"], tx.style(c["status"], STATUS_STYLE.get(c["status"]), color), 1)
+    legend = [f"{tx.style('~', 'dim', color)} estimated"] if any(c["energy"].startswith("~") for c in cells) else []
+    return "\n".join(lines + legend) + "\n"
 
 
 @click.command(epilog="Examples:\n\n  carbonrun history\n\n  carbonrun history --tag exp=baseline --since 7d\n\n"
@@ -230,11 +261,13 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
     since_ts = parse_since(since) if since else None
     wanted = parse_tags(tags)
     st = open_store(store)
-    records = _query(st, limit=limit or None, tags=wanted, command=command, status=status, since_ts=since_ts)
+    records = _query(st, limit=limit or None, tags=wanted, command=command, status=status, since_ts=since_ts,
+                     summary=fmt in ("table", "markdown"))  # a listing reads small columns, no records
+    warn_skipped(st)
     if fmt == "table":
         if not records:
             sys.stderr.write("carbonrun: no runs match\n" if records is not None else
-                             f"carbonrun: no runs stored yet ({st.path})\n")
+                             f"carbonrun: no runs stored yet ({st.where})\n")
             return 0
         color, width = _tty(output)
         emit(history_table(records, color, width), output)
@@ -243,12 +276,13 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
     return 0
 
 
-def _query(st, **filters) -> Optional[List[dict]]:
-    """Matching runs, or None when there is no store yet (listing nothing is not an error)."""
-    from carbonrun.store.sqlite import NoStore, Store
+def _query(st: "Store", **filters: Any) -> Optional[List[dict]]:
+    """Matching runs, or None when there is no store yet (listing nothing is not an error).
 
-    if isinstance(st, Store):
-        filters["brief"] = True  # a list needs no timelines (`report ID` has them)
+    A list needs no timelines (`report ID` has them)."""
+    from carbonrun.store.base import NoStore
+
+    filters.setdefault("brief", True)
 
     def query() -> Optional[List[dict]]:
         try:

@@ -1,7 +1,7 @@
 """`carbonrun intensity`: the figure a run would use now, and the precedence chain that chose it.
 
-The figure comes from the same runner.resolve_intensity a run uses, so the two can never disagree. Only a
-configured live provider touches the network; everything else reads the packaged tables and zone.tab.
+The figure and the chain come from intensity/chain.py, the code a run uses, so the two can never disagree;
+this module parses and renders. Only a configured live provider touches the network.
 """
 from __future__ import annotations
 
@@ -12,106 +12,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
+from carbonrun import settings as settings_mod
 from carbonrun.errors import CarbonrunError
+from carbonrun.intensity import chain, providers
+from carbonrun.intensity.carbon import compare_regions
+from carbonrun.intensity.regions import UnknownRegion, list_regions
+from carbonrun.report.units import energy, mass
 from carbonrun.settings import SPECS, Settings
 
-Step = Dict[str, Any]
-
-
-# -- the chain -------------------------------------------------------------------------------------------
-def _where(st: Settings, name: str) -> str:
-    src = st.sources.get(name, "default")
-    return "on the command line" if src == "flag" else f"from {src}"
-
-
-def _step(name: str, state: str, detail: str) -> Step:
-    return {"step": name, "state": state, "detail": detail}
-
-
-def chain(st: Settings, result: Any, tz_name: Optional[str] = None) -> List[Step]:
-    """Each precedence step (flag > file > provider > region > time zone > world average): used or why not.
-
-    state: used | not set | skipped (a higher step applied; detail says what it would give) | failed.
-    """
-    from carbonrun.intensity import carbon
-    from carbonrun.intensity import regions
-
-    src = result.source
-    used_rank = ["flag", "file", "provider", "table", "timezone", "world-average"].index(src.split(":")[0])
-    steps: List[Step] = []
-
-    def state(rank: int, is_set: bool) -> str:
-        return "used" if rank == used_rank else ("skipped" if rank > used_rank and is_set else "not set")
-
-    ci = st.intensity
-    steps.append(_step("--intensity", state(0, ci is not None),
-                       f"{ci:g} g/kWh {_where(st, 'intensity')}" if ci is not None else "no fixed figure given"))
-    f = st.intensity_file
-    steps.append(_step("--intensity-file", state(1, bool(f)),
-                       (result.how if src == "file" else f"{f} {_where(st, 'intensity_file')}") if f
-                       else "no time series given"))
-    steps.append(_provider_step(st, result, used_rank))
-    steps.append(_region_step(st, result, used_rank))
-    zone = tz_name if tz_name is not None else regions.local_timezone()
-    code = regions.guess_from_timezone(zone)
-    guess = f"{zone} -> {code}" if code else (f"{zone} names no country" if zone else "no system time zone")
-    tz_state = "used" if used_rank == 4 else ("skipped" if code else "no guess")
-    steps.append(_step("time zone", tz_state, guess))
-    steps.append(_step("world average", "used" if used_rank == 5 else "skipped",
-                       f"{carbon.WORLD_AVERAGE_G:g} g/kWh (Ember, 2023)"))
-    return steps
-
-
-def _provider_step(st: Settings, result: Any, used_rank: int) -> Step:
-    name = st.provider
-    if not name:
-        return _step("live provider", "not set", "none configured (no network is used without one)")
-    if used_rank == 2:
-        return _step("live provider", "used", result.how)
-    failed = [n for n in result.notes if n.startswith("live provider")]
-    if failed:
-        return _step("live provider", "failed", failed[0])
-    return _step("live provider", "skipped", f"{name} {_where(st, 'provider')} (not asked: a higher step applied)")
-
-
-def _region_step(st: Settings, result: Any, used_rank: int) -> Step:
-    from carbonrun.intensity.regions import UnknownRegion, lookup
-
-    if not st.region:
-        return _step("region", "not set", "give REGION, --region, or `region` in the config")
-    try:
-        r = lookup(st.region)
-    except UnknownRegion:
-        return _step("region", "failed", f"{st.region!r} is in no packaged table")
-    what = f"{r.key} ({r.name}) {_where(st, 'region')}: {r.g_per_kwh:g} g/kWh ({r.year})"
-    return _step("region", "used" if used_rank == 3 else "skipped", what)
-
-
-# -- compare ---------------------------------------------------------------------------------------------
-def compare(record: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
-    """What the run's energy would have emitted in each region (annual averages), lowest first."""
-    from carbonrun.intensity.regions import UnknownRegion, lookup
-
-    kwh = float(record["energy"]["total_kwh"])
-    rows = []
-    for name in names:
-        try:
-            r = lookup(name)
-        except UnknownRegion as e:
-            raise CarbonrunError(str(e), 2) from None
-        rows.append({"region": r.key, "name": r.name, "g_per_kwh": r.g_per_kwh, "year": r.year,
-                     "kg": kwh * r.g_per_kwh / 1000.0})
-    rows.sort(key=lambda x: x["kg"])
-    ci = record.get("intensity") or {}
-    return {"run": record.get("id"), "command": record.get("command"), "total_kwh": kwh,
-            "actual": {"kg": record["emissions"]["kg"], "g_per_kwh": ci.get("g_per_kwh"),
-                       "region": ci.get("region"), "source": ci.get("source")},
-            "regions": rows}
-
-
 def _compare_text(c: Dict[str, Any]) -> str:
-    from carbonrun.report.units import energy, mass
-
     a = c["actual"]
     lines = [f"run #{c['run']} ({' '.join(c['command'] or [])}): {energy(c['total_kwh'])}, "
              f"{mass(a['kg'])} CO2eq at {a['g_per_kwh'] or 0:.0f} g/kWh ({a['region'] or a['source']})", ""]
@@ -147,21 +56,19 @@ def _region_json(r: Any) -> Dict[str, Any]:
 
 
 # -- the figure now --------------------------------------------------------------------------------------
-def _now_text(st: Settings, result: Any, steps: List[Step]) -> str:
+def _now_text(st: Settings, result: Any, steps: List[Dict[str, Any]]) -> str:
     where = result.region or {"world-average": "world"}.get(result.source, "no region")
     out = [f"{where}: {result.g_per_kwh:.0f} g CO2eq/kWh ({result.source})", f"  {result.how}", "",
            "how carbonrun chose it (the first step that applies wins):"]
-    w = max(len(s["step"]) for s in steps)
+    w = max(len(s["label"]) for s in steps)
     for i, s in enumerate(steps, 1):
-        mark = ">" if s["state"] == "used" else " "
-        out.append(f"{mark} {i}. {s['step']:<{w}}  {s['state']:<8}  {s['detail']}")
+        mark = ">" if s["used"] else " "
+        out.append(f"{mark} {i}. {s['label']:<{w}}  {s['state']:<8}  {s['detail']}")
     out += [f"note: {n}" for n in result.notes]
     return "\n".join(out) + "\n"
 
 
 def _resolve(region_arg: Optional[str], params: Dict[str, Any]) -> Settings:
-    from carbonrun import settings as settings_mod
-
     if region_arg and params.get("region") and region_arg != params["region"]:
         raise CarbonrunError(f"two regions given ({region_arg!r} and --region {params['region']!r}): give one", 2)
     if region_arg:
@@ -186,7 +93,7 @@ def _resolve(region_arg: Optional[str], params: Dict[str, Any]) -> Settings:
 @click.option("--region", metavar="REGION", help=SPECS["region"].help)
 @click.option("--intensity", metavar="G", help=SPECS["intensity"].help)
 @click.option("--intensity-file", metavar="FILE", help=SPECS["intensity_file"].help)
-@click.option("--provider", metavar="NAME", help=SPECS["provider"].help + ": uk, electricitymaps, watttime")
+@click.option("--provider", metavar="NAME", help=SPECS["provider"].help + ": " + providers.names_help())
 @click.option("--provider-url", metavar="URL", help=SPECS["provider_url"].help, hidden=True)
 @click.option("--store", metavar="PATH", help=SPECS["store"].help)
 def intensity(regions: Tuple[str, ...], list_mode: bool, compare_mode: bool, run_ref: str, as_json: bool,
@@ -206,11 +113,9 @@ def intensity(regions: Tuple[str, ...], list_mode: bool, compare_mode: bool, run
         return _do_compare(regions, run_ref, params.get("store"), as_json)
     if len(regions) > 1:
         raise CarbonrunError("give one REGION (or --compare R1 R2 ... to compare several)", 2)
-    from carbonrun.measure.engine import resolve_intensity
-
     st = _resolve(regions[0] if regions else None, dict(params))
-    result = resolve_intensity(st, time.time())
-    steps = chain(st, result)
+    result = chain.from_settings(st, time.time())
+    steps = chain.explain(st, result)
     if as_json:
         out = {k: v for k, v in result.to_record().items()}
         out.update(g_per_kwh=result.g_per_kwh, notes=list(result.notes), chain=steps)
@@ -221,8 +126,6 @@ def intensity(regions: Tuple[str, ...], list_mode: bool, compare_mode: bool, run
 
 
 def _do_list(regions: Tuple[str, ...], as_json: bool) -> int:
-    from carbonrun.intensity.regions import list_regions
-
     if len(regions) > 1:
         raise CarbonrunError("--list takes at most one FILTER", 2)
     rows = list_regions(regions[0] if regions else None)
@@ -231,13 +134,16 @@ def _do_list(regions: Tuple[str, ...], as_json: bool) -> int:
 
 
 def _do_compare(regions: Tuple[str, ...], ref: str, store_path: Optional[str], as_json: bool) -> int:
-    from carbonrun.cli.history import load, open_store
+    from carbonrun.cli.history import load_started, open_store  # the store (sqlite3) only for --compare
 
     if not regions:
         raise CarbonrunError("--compare needs regions: carbonrun intensity --compare FR DE PL", 2)
-    record = load(open_store(store_path), ref)
+    record = load_started(open_store(store_path), ref)
     if record.get("status") == "running":
         raise CarbonrunError(f"run #{record.get('id')} is still running: compare it once it ends", 1)
-    c = compare(record, list(regions))
+    try:
+        c = compare_regions(record, list(regions))
+    except UnknownRegion as e:
+        raise CarbonrunError(str(e), 2) from None
     sys.stdout.write(json.dumps(c, indent=2) + "\n" if as_json else _compare_text(c))
     return 0

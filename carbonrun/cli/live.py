@@ -71,6 +71,9 @@ class LiveTable:
         self._write("".join(parts))
 
     def _lines(self, session, cols: int) -> List[str]:
+        """Title rule, header and one row per meter, fitted to `cols`: columns go before figures are cut."""
+        from carbonrun.report import text as tx
+
         acct = session.acct
         t = session.elapsed
         dt = t - self._prev_t
@@ -80,15 +83,19 @@ class LiveTable:
             if dt > 0:
                 self._watts[key] = (mj - self._prev.get(key, 0.0)) / dt
             self._prev[key] = mj
-            est = "~" if m.estimated else " "
-            rows.append(f" {m.component:<5} {m.device[:12]:<12} {est}{self._watts.get(key, 0.0):8.1f} W"
-                        f" {units.joules(mj):>13} {units.joules(jj):>13}")
+            est, d = (units.ESTIMATE, 2) if m.estimated else ("", 4)
+            name = m.component if m.device in ("", m.component) else f"{m.component} {m.device}"
+            rows.append([name, est + units.watts(self._watts.get(key, 0.0)), est + units.joules(jj, d),
+                         est + units.joules(mj, d)])
         self._prev_t = t
-        head = (f" {'':<5} {'device':<12}  {'power':>8}   {'machine':>13} {'job':>13}")
-        title = (f"carbonrun {units.duration(t)} · {session.outcome.samples} samples · "
-                 f"{units.energy(acct.total_kwh())} · {units.mass(acct.kg)} CO2eq")
-        rule = self._style(("── " + title + " ").ljust(cols, "─")[:cols], "2")
-        return [rule, self._style(head[:cols], "1")] + [r[:cols] for r in rows] + [""]
+        table = tx.table(["", "power", "job", "machine"], rows, cols, right=(1, 2, 3), drop=(3,), gap=2)
+        parts = [f"carbonrun {units.duration(t)}", f"{units.energy(acct.total_kwh())}",
+                 f"{units.mass(acct.kg)} CO2eq", f"{session.outcome.samples} samples"]
+        while len(parts) > 1 and len(" · ".join(parts)) + 4 > cols:
+            parts.pop()  # the sample count goes first, then emissions: the title never cuts a figure
+        title = "── " + " · ".join(parts) + " "
+        rule = self._style(title + "─" * max(0, cols - len(title)), "2")
+        return [rule, self._style(table[0], "1")] + table[1:] + [""]
 
     def _clear(self) -> None:
         if not self.height:

@@ -18,18 +18,21 @@ def measure_options(command: Sequence[str], params: Dict[str, Any]) -> int:
     block_signals()  # before anything could start a thread: signals are taken with sigtimedwait
     params = dict(params)
     no_live, start_now = params.pop("no_live", False), params.pop("start_now", False)
+    verbose = bool(params.pop("verbose", False))
     params.update(quiet=params.get("quiet") or None, live=False if no_live else None,
                   json=params.pop("json_path", None))
     flags = given(params)
     if no_live:
         flags["live"] = (False, "flag")
     st = settings_mod.resolve(flags)
+    for warning in st.warnings:  # a project file's destinations ignored (config.py)
+        sys.stderr.write(f"carbonrun: warning: {warning}\n")
     if start_now:  # --now wins over a start-within from the environment or a config file
         st.values["start_within"], st.sources["start_within"] = None, "flag --now"
-    return measure(list(command), st)
+    return measure(list(command), st, verbose=verbose)
 
 
-def measure(argv: List[str], st: Settings) -> int:
+def measure(argv: List[str], st: Settings, verbose: bool = False) -> int:
     from carbonrun.measure.engine import execute, prepare
     from carbonrun.measure.session import LaunchError
 
@@ -39,6 +42,8 @@ def measure(argv: List[str], st: Settings) -> int:
 
         plan = plan_and_wait(argv, st)
     p = prepare(argv, st)
+    if p.store.refused:  # the run goes on; its record is kept in a file of its own (the summary says where)
+        sys.stderr.write(f"carbonrun: warning: {p.store.refused}\n")
     if plan is not None:
         p.record["plan"] = plan
     if not st.quiet:  # the summary needs rich: load it while the command runs, not after
@@ -62,7 +67,7 @@ def measure(argv: List[str], st: Settings) -> int:
 
     if st.json:
         _write_json(st.json, public(record))
-    summary(record, quiet=st.quiet)
+    summary(record, quiet=st.quiet, verbose=verbose)
     return outcome.exit_code if outcome.exit_code is not None else 1
 
 
@@ -73,15 +78,16 @@ def _preload_rich() -> None:
 
 
 def _write_json(path: str, record: dict) -> None:
+    from carbonrun import files
+
     try:
-        with open(path, "w") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
+        files.write_atomic(path, json.dumps(record, indent=2) + "\n")
     except OSError as e:
         sys.stderr.write(f"carbonrun: warning: cannot write {path}: {e.strerror} (the run is in the store)\n")
 
 
-def summary(record: dict, quiet: bool) -> None:
+def summary(record: dict, quiet: bool, verbose: bool = False) -> None:
+    """The summary on stderr: wrapped to a terminal's width, one unwrapped line per fact in a log."""
     from carbonrun.cli.render import color_enabled, terminal_width
 
     if quiet:
@@ -90,4 +96,5 @@ def summary(record: dict, quiet: bool) -> None:
         return
     from carbonrun.report.table import render
 
-    sys.stderr.write(render(record, color=color_enabled(sys.stderr), width=terminal_width(sys.stderr)))
+    width = terminal_width(sys.stderr) if sys.stderr.isatty() else 0
+    sys.stderr.write(render(record, color=color_enabled(sys.stderr), width=width, verbose=verbose))

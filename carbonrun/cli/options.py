@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
+from carbonrun.intensity import providers
 from carbonrun.settings import SPECS
 
 
@@ -35,7 +36,7 @@ MEASUREMENT: Tuple[Opt, ...] = (
     Opt("region", ("--region",), "REGION", _help("region")),
     Opt("intensity", ("--intensity",), "G", _help("intensity")),
     Opt("intensity_file", ("--intensity-file",), "FILE", _help("intensity_file")),
-    Opt("provider", ("--provider",), "NAME", _help("provider", ": uk, electricitymaps, watttime")),
+    Opt("provider", ("--provider",), "NAME", _help("provider", ": " + providers.names_help())),
     Opt("provider_url", ("--provider-url",), "URL", _help("provider_url"), hidden=True),
     Opt("attribution", ("--attribution",), "[process|machine]", _help("attribution"),
         choices=("process", "machine")),
@@ -52,7 +53,8 @@ MEASUREMENT: Tuple[Opt, ...] = (
 # Options of `carbonrun run` (and the bare `carbonrun COMMAND`) beyond the measurement settings.
 RUN_ONLY: Tuple[Opt, ...] = (
     Opt("quiet", ("--quiet", "-q"), None, "No live table; a one-line summary."),
-    Opt("no_live", ("--no-live",), None, "No live table; the full summary at the end."),
+    Opt("no_live", ("--no-live",), None, "No live table; the summary at the end."),
+    Opt("verbose", ("--verbose", "-v"), None, "A longer summary: provenance, CPU usage and every note in full."),
     Opt("json_path", ("--json",), "FILE", "Also write the run record to FILE."),
     Opt("start_within", ("--start-within",), "DURATION", "Wait for the lowest forecast intensity within "
         "DURATION (6h, 1h30m, 2d), then run; Ctrl-C while waiting cancels."),

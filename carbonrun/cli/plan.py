@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from carbonrun.errors import CarbonrunError
-from carbonrun.intensity.planner import Plan, Segment, best_start, format_duration, wait_until
+from carbonrun.intensity.planner import Plan, Segment, best_start, wait_until
+from carbonrun.timefmt import format_duration
 from carbonrun.settings import SPECS, Settings
 
 CANCEL = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}

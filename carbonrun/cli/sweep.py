@@ -13,6 +13,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import click
 
+from carbonrun import files
 from carbonrun.sweep import core
 from carbonrun.cli.run import flag_values, run_options
 from carbonrun.errors import CarbonrunError
@@ -36,6 +37,8 @@ EXIT_FAILED = 3  # some point's command failed (as `gate` does for a failed comm
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs per point; the table shows medians.")
 @click.option("--objective", default="edp", show_default=True, metavar="energy|time|edp|eta=X",
+              shell_complete=lambda ctx, param, inc: [o for o in ("energy", "time", "edp", "eta=0.5")
+                                                      if o.startswith(inc)],
               help="What the recommendation minimises; eta=X is Zeus's X*energy + (1-X)*max_power*time.")
 @click.option("--energy", "basis", type=click.Choice(["job", "gpu"]), default="job", show_default=True,
               help="The energy the Pareto set and the objective use: the job's (as `carbonrun run` reports "
@@ -282,7 +285,6 @@ def _write(path: Optional[str], text: str) -> None:
     if not path:
         return
     try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        files.write_atomic(path, text)
     except OSError as e:
         _err(f"carbonrun: warning: cannot write {path}: {e.strerror} (the runs are in the store)")

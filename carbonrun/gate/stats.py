@@ -2,18 +2,20 @@
 
 Pure Python on purpose (no scipy): the gate runs in CI images where a heavy numeric stack is not
 wanted, and every formula used here is short enough to test against closed forms and tables.
-The CLI side (running the command, rendering) is carbonrun/cli/gate.py.
+Running the commands is runner.py; paired (A/B) statistics are paired.py; rendering is cli/gate.py.
 """
 from __future__ import annotations
 
 import json
 import math
 import statistics
+import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from carbonrun import timefmt
 
 BASELINE_SCHEMA = "carbonrun.gate-baseline/1"
 RESULT_SCHEMA = "carbonrun.gate/1"
@@ -37,6 +39,7 @@ METRICS: Dict[str, Tuple[str, Callable[[dict], float]]] = {
     "emissions": ("kg CO2eq", lambda r: float(r["emissions"]["kg"])),
     "cpu-energy": ("J", _cpu_energy),
     "duration": ("s", lambda r: float(r["duration_s"])),
+    "cpu-time": ("s", lambda r: float((r.get("usage") or {}).get("job_cpu_s", 0.0))),
 }
 
 
@@ -281,6 +284,7 @@ class Comparison:
     verdict: str  # regression | improvement | no change
     runs_needed: Optional[int]
     warnings: List[str] = field(default_factory=list)
+    ci_level: Optional[float] = None  # two-sided level of ci_pct; None: 1 - alpha
 
 
 def compare(base: Sequence[float], cur: Sequence[float], max_increase_pct: float, test: str,
@@ -394,7 +398,7 @@ def from_records(records: Sequence[dict], metric: str, source: str) -> Baseline:
     last = ordered[-1]
     return Baseline(metric, [metric_value(r, metric) for r in ordered], fingerprint(last["host"]),
                     meter_set(last["components"]), settings_of(last), list(last.get("command", [])),
-                    __version__, datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+                    __version__, timefmt.iso(time.time()),
                     [r["uuid"] for r in ordered], source)
 
 

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import bisect
 import csv
-import datetime as _dt
 import io
 import json
 import math
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 if TYPE_CHECKING:  # the providers (and urllib) load only when a provider is configured
     from carbonrun.intensity.providers.base import Provider
 
+from carbonrun import timefmt
+from carbonrun.intensity import providers
 from carbonrun.intensity.regions import Region, UnknownRegion, guess_from_timezone, local_timezone, lookup
 
 WORLD_AVERAGE_G = 480.0  # g CO2eq/kWh, 2023 (Ember, Global Electricity Review 2024)
@@ -36,7 +37,7 @@ _SECRET_KEYS = ("token", "password", "secret", "key", "user")
 
 def iso(t: float) -> str:
     """Unix seconds as ISO 8601 UTC to the second, for notes and records."""
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timefmt.iso(t, utc=True)
 
 
 class IntensityFileError(ValueError):
@@ -105,7 +106,7 @@ class Intensity:
     _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _thread: Optional[threading.Thread] = field(default=None, init=False, repr=False, compare=False)
     _next_refresh: float = field(default=0.0, init=False, repr=False)
-    _noted: set = field(default_factory=set, init=False, repr=False, compare=False)
+    _noted: Set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     # -- values -------------------------------------------------------------------------------------
     def at(self, unix_time: float) -> float:
@@ -154,17 +155,13 @@ class Intensity:
             self._thread = threading.Thread(target=self._fetch, name="carbonrun-intensity", daemon=True)
             self._thread.start()
 
-    @staticmethod
-    def _provider_error() -> type:
-        from carbonrun.intensity.providers.base import ProviderError
-
-        return ProviderError
-
     def _fetch(self) -> None:
+        from carbonrun.intensity.providers.base import ProviderError  # a provider is loaded already
+
         assert self.provider is not None and self.series is not None
         try:
             g, t_from, t_to = self.provider.current()
-        except self._provider_error() as exc:
+        except ProviderError as exc:
             with self._lock:
                 if "refresh" not in self._noted:
                     self._noted.add("refresh")
@@ -342,13 +339,12 @@ def _scrub(text: str, options: Mapping[str, Any]) -> str:
 
 def _from_provider(name: str, options: Mapping[str, Any], region: Optional[str], now: float,
                    cache_dir: Optional[str], timeout: float, notes: List[str]) -> Optional[Intensity]:
-    from carbonrun.intensity.providers import get_provider  # UnknownProvider (a usage error) propagates
     from carbonrun.intensity.providers.base import ProviderError
 
     opts = {"cache_dir": cache_dir, "timeout": timeout, **options}
     if region and not opts.get("region"):
         opts["region"] = region
-    provider = get_provider(name, opts)
+    provider = providers.get_provider(name, opts)  # UnknownProvider (a usage error) propagates
     try:
         g, t_from, t_to = provider.current()
     except ProviderError as exc:
@@ -402,8 +398,9 @@ def resolve_intensity(
     if intensity_file:
         return load_intensity_file(intensity_file, region=region)
     notes: List[str] = []
-    if provider and provider.strip().lower() not in ("none", "off", "no"):
-        live = _from_provider(provider, dict(provider_options or {}), region, now, cache_dir, timeout, notes)
+    name = providers.configured(provider)
+    if name:
+        live = _from_provider(name, dict(provider_options or {}), region, now, cache_dir, timeout, notes)
         if live is not None:
             return live
     if region:
@@ -419,11 +416,13 @@ def resolve_intensity(
     zone = tz_name if tz_name is not None else local_timezone()
     code = guess_from_timezone(zone, zone_tab)
     if code:
+        guessed: Optional[Region]
         try:
-            r = lookup(code)
+            guessed = lookup(code)
         except UnknownRegion:
-            r = None
-        if r is not None:
+            guessed = None
+        if guessed is not None:
+            r = guessed
             notes.append(f"no region set; guessed {r.name} from the time zone {zone}; set --region to be sure")
             how = f"annual average for {r.name} ({r.year}; {r.source}), guessed from the time zone {zone}"
             return _from_region(r, "timezone", how, notes)
@@ -433,6 +432,25 @@ def resolve_intensity(
 
 
 # -- what the emissions mean -------------------------------------------------------------------------
+def compare_regions(record: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Any]:
+    """What a run's energy would have emitted in each region (annual averages), lowest first.
+
+    UnknownRegion for a name in no table.
+    """
+    kwh = float(record["energy"]["total_kwh"])
+    rows: List[Dict[str, Any]] = []
+    for name in names:
+        r = lookup(name)
+        rows.append({"region": r.key, "name": r.name, "g_per_kwh": r.g_per_kwh, "year": r.year,
+                     "kg": kwh * r.g_per_kwh / 1000.0})
+    rows.sort(key=lambda x: float(x["kg"]))
+    ci = record.get("intensity") or {}
+    return {"run": record.get("id"), "command": record.get("command"), "total_kwh": kwh,
+            "actual": {"kg": record["emissions"]["kg"], "g_per_kwh": ci.get("g_per_kwh"),
+                       "region": ci.get("region"), "source": ci.get("source")},
+            "regions": rows}
+
+
 def social_cost(kg: float, scc: Sequence[float] = DEFAULT_SCC) -> Dict[str, Any]:
     """Social cost of kg CO2eq in US dollars, low/central/high, with the basis of the figures."""
     low, central, high = (float(x) for x in scc)

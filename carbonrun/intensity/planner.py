@@ -17,51 +17,15 @@ forecast and could pick a start for the sake of an invented hour.
 from __future__ import annotations
 
 import bisect
-import datetime as _dt
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from carbonrun.timefmt import format_duration, iso
 
 Segment = Tuple[float, float, float]
 MAX_RECORD_POINTS = 288  # a day of 5-minute points; longer forecasts are merged for the record
 _EPS = 1e-6  # seconds: boundaries closer than this touch
-
-
-# -- durations -----------------------------------------------------------------------------------------
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-
-
-def parse_duration(text: Any) -> float:
-    """Seconds from "90s", "30m", "6h", "1h30m", "2d" or a bare number of seconds; ValueError if not > 0."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        s = str(text).strip().lower().replace(" ", "")
-        try:
-            seconds = float(s)
-        except ValueError:
-            parts = _PART.findall(s)
-            if not s or "".join(n + u for n, u in parts) != s:
-                raise ValueError(f"{text!r} is not a duration (like 90s, 30m, 6h, 1h30m, 2d)") from None
-            seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{text!r}: a duration must be more than zero")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Compact, for plans and countdowns: 45s, 12m30s, 3h10m, 2d04h."""
-    s = max(0, int(round(seconds)))
-    d, rest = divmod(s, 86400)
-    h, rest = divmod(rest, 3600)
-    m, sec = divmod(rest, 60)
-    if d:
-        return f"{d}d{h:02d}h"
-    if h:
-        return f"{h}h{m:02d}m"
-    return f"{m}m{sec:02d}s" if m else f"{sec}s"
 
 
 # -- series ----------------------------------------------------------------------------------------------
@@ -156,7 +120,7 @@ class Plan:
         """The run record's `plan` section (the forecast points bounded to MAX_RECORD_POINTS)."""
         pts = bounded(self.points)
         rec: Dict[str, Any] = {
-            "decided_at": _iso(self.decided_at), "start_at": _iso(self.start_at), "window_s": self.window_s,
+            "decided_at": iso(self.decided_at), "start_at": iso(self.start_at), "window_s": self.window_s,
             "expected_duration_s": round(self.expected_duration_s, 3),
             "forecast_g_per_kwh": _round(self.forecast_g_per_kwh), "now_g_per_kwh": _round(self.now_g_per_kwh),
             "saving_pct": _round(self.saving_pct, 1), "source": self.source, "candidates": self.candidates,
@@ -201,7 +165,7 @@ def best_start(points: Sequence[Sequence[float]], now: float, window_s: float, d
     _compare_with_now(plan, integ)
     end = max(b for _, b in integ.runs)
     if end - duration_s < last:
-        plan.notes.append(f"the forecast ends at {_iso(end)}: starts after {_iso(max(now, end - duration_s))} "
+        plan.notes.append(f"the forecast ends at {iso(end)}: starts after {iso(max(now, end - duration_s))} "
                           "could not be judged")
     if len(integ.runs) > 1 and any(now < a < last + duration_s for a, _ in integ.runs[1:]):
         plan.notes.append("the forecast has gaps: start times whose run would cross a gap were skipped")
@@ -282,8 +246,6 @@ def _below(g: float, ref: float) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
-def _iso(t: float) -> str:
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 def _round(x: Optional[float], nd: int = 2) -> Optional[float]:

@@ -1,80 +1,65 @@
-"""Put the parts together for one measured run: meters, intensity, store, session, record.
+"""Put the parts together for one measured run: meters, intensity, store, loop, record.
 
-Used by `carbonrun run`, the gate and the sweep. Renders nothing: the caller passes a draw hook.
+One path for every way a run is measured: `carbonrun run`, the gate and the sweep call prepare() then
+execute() (a child process); carbonrun.track() calls prepare(), start() with a Block, and finish()
+(code in this process). So the launcher claim, checkpoints, embodied carbon, metrics export and the
+store's fallback apply to all of them alike. Renders nothing: the caller passes a draw hook.
 """
 from __future__ import annotations
 
-import json
-import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
 from carbonrun.collectors.base import Discovery, Probe
+from carbonrun import paths
 from carbonrun.errors import CarbonrunError
+from carbonrun.intensity import chain
 from carbonrun.settings import Settings
+
+if TYPE_CHECKING:
+    from carbonrun.accounting.energy import Accountant
+    from carbonrun.collectors.base import Meter
+    from carbonrun.intensity.carbon import Intensity
+    from carbonrun.measure.launcher import Claim
+    from carbonrun.measure.loop import Loop, Outcome
+    from carbonrun.record import RunRecord
+
+    L = TypeVar("L", bound=Loop)
 
 
 @dataclass(eq=False)
 class Prepared:
+    """A run ready to start: everything that can fail on bad input has been resolved."""
+
     settings: Settings
     probe: Probe
     found: Discovery
-    intensity: object
+    intensity: Intensity
     scc: Optional[Tuple[float, float, float]]
-    store: object
-    record: dict
-    job: Optional[object] = None  # issue 11: launcher.Claim (SLURM/torchrun: who meters the node)
+    store: Any  # a run store (store.open_store): SQLite or PostgreSQL
+    record: RunRecord
+    job: Optional[Claim] = None  # SLURM/torchrun: this rank's claim on metering its node
+    thread: int = 0  # the thread that opened `store` (SQLite connections stay in theirs)
+    released: bool = False
 
 
-def open_store(st: Settings):
-    from carbonrun.store import open_store  # issue 11: SQLite path or postgresql:// URL
+def open_store(st: Settings) -> Any:
+    """The run store of the settings (an SQLite path or a postgresql:// URL), not yet connected."""
+    from carbonrun.store import open_store
 
     return open_store(st.store)
 
 
-def resolve_intensity(st: Settings, now: float):
-    from carbonrun.intensity import carbon
-    from carbonrun.intensity import regions
-
-    try:
-        return carbon.resolve_intensity(
-            intensity=st.intensity, intensity_file=st.intensity_file, provider=st.provider,
-            provider_options=provider_options(st),  # config [providers.<name>] + env (docs/carbon.md)
-            region=st.region, now=now, cache_dir=str(cache_dir()))
-    except regions.UnknownRegion as e:
-        raise CarbonrunError(str(e), 2) from None
-    except ValueError as e:  # a bad intensity file
-        raise CarbonrunError(str(e), 2) from None
-
-
-# -- provider options (hook for `intensity`, `plan` and runs; docs/carbon.md) --
-_PROVIDER_ENV = {"electricitymaps": {"token": "CARBONRUN_ELECTRICITYMAPS_TOKEN"},
-                 "watttime": {"user": "CARBONRUN_WATTTIME_USER", "password": "CARBONRUN_WATTTIME_PASSWORD"}}
-
-
-def provider_options(st: Settings, env=None) -> dict:
-    """Options for st.provider: its [providers.<name>] config tables (project over user), env, --provider-url."""
-    env = os.environ if env is None else env
-    name = str(st.provider or "").strip().lower()
-    opts: dict = {}
-    if name:
-        from carbonrun import config
-
-        for _label, table in reversed(config.load_layers(os.getcwd(), env)):
-            raw = (table.get("providers") or {}).get(name)
-            if isinstance(raw, dict):
-                opts.update({str(k).replace("-", "_"): v for k, v in raw.items()})
-        opts.update({k: env[var] for k, var in _PROVIDER_ENV.get(name, {}).items() if env.get(var)})
-    if st.provider_url:
-        opts["base_url"] = st.provider_url
-    return opts
+# The intensity from the settings, once (intensity/chain.py); the names stay importable from here.
+resolve_intensity = chain.from_settings
+provider_options = chain.provider_options
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "carbonrun"
+    return paths.cache_dir()
 
 
 def parse_scc(st: Settings) -> Optional[Tuple[float, float, float]]:
@@ -88,110 +73,131 @@ def parse_scc(st: Settings) -> Optional[Tuple[float, float, float]]:
         raise CarbonrunError(f"invalid --scc {st.scc!r}: {e}", 2) from None
 
 
-def prepare(argv: List[str], st: Settings) -> Prepared:
+def prepare(argv: Sequence[str], st: Settings) -> Prepared:
     """Everything that can fail on bad input fails here, before the command starts."""
     from carbonrun.collectors import open_meters
     from carbonrun.record import host_info, new_record
-    from carbonrun.store.sqlite import StoreError
 
     now = time.time()
     intensity = resolve_intensity(st, now)
     scc = parse_scc(st)
     store = open_store(st)
-    try:
-        store.connect()
-    except StoreError as e:
-        raise CarbonrunError(str(e), 2) from None
+    refused = store.open_for_run()  # an unusable store is a warning: the run goes on, its record kept aside
     probe = Probe(rapl_root=st.rapl_root, proc_root=st.proc_root, gpus=st.gpus, interval=st.interval)
     found = open_meters(probe)
     record = new_record(argv, st.tags, host_info(st.proc_root, "/sys", found.gpus), st.attribution,
                         st.interval, now)
-    record["base_notes"] = list(found.notes)
-    return Prepared(st, probe, found, intensity, scc, store, record)
+    record["base_notes"] = list(found.notes) + ([f"not stored: {refused}"] if refused else [])
+    return Prepared(st, probe, found, intensity, scc, store, record, thread=threading.get_ident())
 
 
-def execute(p: Prepared, argv: List[str], on_draw: Optional[Callable] = None,
-            on_start: Optional[Callable] = None, env: Optional[dict] = None) -> Tuple[dict, object]:
-    """Run the command under measurement and store the record; returns (record, outcome)."""
+def start(p: Prepared, make: Callable[[Sequence[Meter], Accountant, float, str], L]) -> L:
+    """Claim the node (launcher), build the accountant and the loop, insert the running record.
+
+    `make` is a Loop class (Session for a command, Block for code in this process). After this,
+    either finish() or release() must be called."""
     from carbonrun.accounting.energy import Accountant
-    from carbonrun.record import fill
-    from carbonrun.measure.session import LaunchError, Session
-
-    # The job section; one rank per node meters it (the node lock is held until the end).
     from carbonrun.measure import launcher
 
+    # The job section; one rank per node meters it (the node lock is held until release()).
     p.job, p.settings = launcher.claim(p.record, p.settings)
     st = p.settings
     acct = Accountant(p.found.meters, p.intensity.at, st.pue, st.attribution)
-    session = Session(p.found.meters, acct, st.interval, proc_root=st.proc_root)
+    loop = make(p.found.meters, acct, st.interval, st.proc_root)
+    loop.on_checkpoint = lambda lp: checkpoint(p, lp)
+    _save(p, p.record, first=True)
+    return loop
+
+
+def checkpoint(p: Prepared, loop: Loop) -> None:
+    """Store the running record as it stands. From another thread than the store's (a tracked
+    block's sampler), with a connection of its own and a copy of the record."""
+    from carbonrun.record import fill
+
+    if threading.get_ident() == p.thread:
+        _save(p, fill(p.record, loop, p.intensity, p.scc, final=False))
+    else:
+        store = open_store(p.settings)
+        try:
+            _save(replace(p, store=store),
+                  fill(p.record.copy(), loop, p.intensity, p.scc, final=False))
+        finally:
+            store.close()
+    p.intensity.refresh(time.time())  # live providers only; never blocks
+
+
+def execute(p: Prepared, argv: Sequence[str], on_draw: Optional[Callable[[Loop], None]] = None,
+            on_start: Optional[Callable[[Loop], None]] = None,
+            env: Optional[Dict[str, str]] = None) -> Tuple[RunRecord, Outcome]:
+    """Run the command under measurement and store the record; returns (record, outcome)."""
+    from carbonrun.measure.session import LaunchError, Session
+
+    session = start(p, Session)
     session.on_draw = on_draw
-    record = p.record
-
-    def checkpoint(s: Session) -> None:
-        _save(p, fill(record, s, p.intensity, p.scc, final=False))
-        p.intensity.refresh(time.time())  # live providers only; never blocks
-
-    session.on_checkpoint = checkpoint
-    _save(p, record, first=True)
     if on_start:
         on_start(session)
     try:
         outcome = session.run(argv, env)
-    except LaunchError as e:
-        record.update(status="failed", exit_code=e.exit_code, ended_at=record["started_at"])
-        record["notes"].append(str(e))
-        _save(p, record)
+    except BaseException as e:
+        release(p)
+        if isinstance(e, LaunchError):
+            p.record.update(status="failed", exit_code=e.exit_code, ended_at=p.record["started_at"])
+            p.record["notes"].append(str(e))
+            _save(p, p.record)
         raise
-    finally:
-        for m in p.found.meters:
-            m.close()
-        if p.job is not None:  # issue 11: let the node's next run meter it
-            p.job.release()
-    fill(record, session, p.intensity, p.scc, final=True)
-    if st.values.get("embodied"):  # embodied carbon, beside (never in) emissions: carbonrun/embodied.py
+    return finish(p, session), outcome
+
+
+def release(p: Prepared) -> None:
+    """Close the meters and let the node's next run meter it (once: a second call does nothing)."""
+    if p.released:
+        return
+    p.released = True
+    for m in p.found.meters:
+        m.close()
+    if p.job is not None:
+        p.job.release()
+
+
+def finish(p: Prepared, loop: Loop) -> RunRecord:
+    """Close a measured run whose loop has ended: the final record, embodied carbon, the store,
+    the Prometheus export. Releases the meters and the node claim first."""
+    from carbonrun.record import fill
+
+    release(p)
+    st = p.settings
+    record = fill(p.record, loop, p.intensity, p.scc, final=True)
+    if st.values.get("embodied"):  # embodied carbon, beside (never in) emissions
         from carbonrun.accounting.embodied import section
 
         record["embodied"] = section(record, st)
     _save(p, record)
     textfile, gateway = st.values.get("prometheus_textfile"), st.values.get("pushgateway")
-    if textfile or gateway:  # Prometheus export; a failure is a note
+    if textfile or gateway:  # a failure is a note
         from carbonrun import metrics
 
         if metrics.export(record, textfile, gateway):
             _save(p, record)
-    return record, outcome
+    return record
 
 
-def _save(p: Prepared, record: dict, first: bool = False) -> None:
+def _save(p: Prepared, record: RunRecord, first: bool = False) -> None:
     """Store the record; if the store fails, keep it in a file beside it and say where."""
-    from carbonrun.store.sqlite import StoreError
     import sqlite3
 
     from carbonrun.measure.launcher import mark
+    from carbonrun.record import to_json
+    from carbonrun.store.base import StoreError
 
-    mark(record)  # issue 11: a rank pointing to its node's meter counts no energy
+    mark(record)  # a rank pointing to its node's meter counts no energy
     try:
         if first:
             p.store.begin(record, time.time())
-        elif record.get("id") is not None or getattr(p.store, "keyed_by_uuid", False):  # issue 11: PgStore spools
-            p.store.save(record)
         else:
-            raise StoreError("the run was never inserted")
+            p.store.save(record)
     except (StoreError, sqlite3.Error, OSError) as e:
         if record.get("status") == "running":
             return  # a checkpoint can fail; the final save will try again
-        fallback = _fallback_path(p, record)
-        with os.fdopen(os.open(fallback, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            json.dump(record, f, indent=2)  # private, like the store: command lines can hold secrets
+        fallback = p.store.keep_aside(record, to_json(record))  # 0600: command lines can hold secrets
         record["notes"].append(f"the run store failed ({e}); the record was written to {fallback}")
 
-
-def _fallback_path(p: Prepared, record: dict) -> Path:
-    for d in (p.store.path.parent, Path.cwd(), Path("/tmp")):
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            if os.access(d, os.W_OK):
-                return d / f"carbonrun-{record['uuid']}.json"
-        except OSError:
-            continue
-    return Path(f"carbonrun-{record['uuid']}.json")

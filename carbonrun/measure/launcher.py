@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Dict, List, Mapping, Optional
 
+from carbonrun import paths
+
 ENV_HOSTNAME = "CARBONRUN_HOSTNAME"  # hidden: simulates several nodes on one machine (tests, demos)
 WAIT_FOR_METER_S = 2.0
 
@@ -67,11 +69,7 @@ def detect(env: Optional[Mapping[str, str]] = None) -> Optional[dict]:
 
 def lock_dir(env: Optional[Mapping[str, str]] = None) -> Path:
     """Node-local and private: $XDG_RUNTIME_DIR/carbonrun, else /tmp/carbonrun-UID."""
-    env = os.environ if env is None else env
-    runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "carbonrun"
-    return Path("/tmp") / f"carbonrun-{os.getuid()}"
+    return paths.runtime_dir(env)
 
 
 def _safe(s: str) -> str:
@@ -182,12 +180,8 @@ def mark(record: dict) -> None:
 
 
 def job_records(store, job_id: str) -> List[dict]:
-    """Every stored run of one job (a store that can filter by job does it in the database)."""
-    import inspect
-
-    if "job" in inspect.signature(store.query).parameters:
-        return store.query(job=job_id)
-    return [r for r in store.query() if str((r.get("job") or {}).get("job_id")) == str(job_id)]
+    """Every stored run of one job (filtered in the database)."""
+    return store.query(job=job_id)
 
 
 def aggregate(runs: List[dict], job_id: str) -> dict:

@@ -17,6 +17,8 @@ from carbonrun.collectors.base import ATTRIBUTION_STEP_S, Meter
 from carbonrun.collectors.process import ProcessTree, TreeSample
 
 ATTRIBUTION_STEP = ATTRIBUTION_STEP_S  # the old name
+CHECKPOINT_EVERY_S = 5.0  # how often a running record is stored: a crash loses at most this much
+DRAW_EVERY_S = 0.25  # the live table's refresh period
 
 
 @dataclass(eq=False)
@@ -56,8 +58,8 @@ class Loop:
         self.clock, self.wall = clock, wall
         self.on_draw: Optional[Hook] = None  # live table, <= 4 Hz
         self.on_checkpoint: Optional[Hook] = None  # store, every few seconds
-        self.checkpoint_every = 5.0
-        self.draw_every = 0.25
+        self.checkpoint_every = CHECKPOINT_EVERY_S
+        self.draw_every = DRAW_EVERY_S
         self.tree: Optional[ProcessTree] = None
         self.t0 = 0.0
         self.now = 0.0

@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
+from carbonrun.units import counted_j, kwh
+
 COLUMNS = (
     "timestamp", "project_name", "run_id", "duration", "emissions", "emissions_rate",
     "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy", "ram_energy", "energy_consumed",
@@ -23,12 +25,11 @@ _KIND = {"cpu": "cpu", "gpu": "gpu", "dram": "ram", "ram": "ram"}
 
 def _joules(record: dict) -> Dict[str, float]:
     """Counted joules per CodeCarbon component (cpu, gpu, ram), before PUE."""
-    key = "job_j" if record.get("attribution") == "process" else "machine_j"
     out = {"cpu": 0.0, "gpu": 0.0, "ram": 0.0}
     for c in record.get("components", []):
         kind = _KIND.get(c.get("component", ""))
         if kind and c.get("counted", True):
-            out[kind] += float(c.get(key) or 0.0)
+            out[kind] += counted_j(c, record.get("attribution"))
     return out
 
 
@@ -74,8 +75,8 @@ def row(record: dict) -> Dict[str, object]:
         "emissions": kg,
         "emissions_rate": kg / duration if duration > 0 else 0.0,
         **{f"{k}_power": (j[k] / duration if duration > 0 else 0.0) for k in ("cpu", "gpu", "ram")},
-        **{f"{k}_energy": j[k] * pue / 3.6e6 for k in ("cpu", "gpu", "ram")},
-        "energy_consumed": sum(j.values()) * pue / 3.6e6,
+        **{f"{k}_energy": kwh(j[k] * pue) for k in ("cpu", "gpu", "ram")},
+        "energy_consumed": kwh(sum(j.values()) * pue),
         "country_name": country, "country_iso_code": iso3, "region": "",
         "cloud_provider": provider, "cloud_region": cloud_region,
         "os": host.get("platform", ""), "python_version": "", "codecarbon_version": "",

@@ -6,18 +6,18 @@ and the Markdown always agree.
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from carbonrun.report import units
+from carbonrun.units import counted_j, kwh
 
 
 def _counted_j(record: dict) -> Dict[str, float]:
     """Joules per component kind as the run counts them (job or machine, by attribution; psys aside)."""
-    key = "job_j" if record.get("attribution") == "process" else "machine_j"
     out: Dict[str, float] = {}
     for c in record.get("components", []):
         if c.get("counted", True):
-            out[c["component"]] = out.get(c["component"], 0.0) + float(c.get(key) or 0.0)
+            out[c["component"]] = out.get(c["component"], 0.0) + counted_j(c, record.get("attribution"))
     return out
 
 
@@ -43,26 +43,48 @@ def metrics(a: dict, b: dict) -> List[dict]:
     ]
     ca, cb = _counted_j(a), _counted_j(b)
     for comp in sorted(set(ca) | set(cb)):
-        rows.append(row(f"{comp} energy", "kWh", ca.get(comp, 0.0) / 3.6e6, cb.get(comp, 0.0) / 3.6e6))
+        rows.append(row(f"{comp} energy", "kWh", kwh(ca.get(comp, 0.0)), kwh(cb.get(comp, 0.0))))
     return rows
 
 
-def _human(value: Optional[float], unit: str) -> str:
-    if value is None:
-        return "n/a"
+def _digits(record: dict, name: str) -> int:
+    """Counters keep four significant digits; an estimated run's energy and emissions two."""
+    if name == "duration" or name == "intensity":
+        return 4
+    return units.record_digits(record) if units.is_estimated(record) else 4
+
+
+def cells(m: dict, a: dict, b: dict) -> Tuple[str, str]:
+    """The A and B cells of one row, in one unit so they read side by side; estimates marked `~`."""
+    unit, va, vb = m["unit"], m["a"], m["b"]
+    da, db = _digits(a, m["name"]), _digits(b, m["name"])
+    known = [v for v in (va, vb) if v is not None]
     if unit == "kWh":
-        return units.energy(value)
-    if unit == "kg CO2eq":
-        return units.mass(value)
-    if unit == "s":
-        return units.duration(value)
-    return f"{value:.0f} g/kWh"
+        u = units.energy_unit(known, min(da, db))[0]
+        fmt = lambda v, d: units.energy(v, d, u)  # noqa: E731
+    elif unit == "kg CO2eq":
+        u = units.mass_unit(known, min(da, db))[0]
+        fmt = lambda v, d: units.mass(v, d, u)  # noqa: E731
+    elif unit == "s":
+        fmt = lambda v, d: units.duration(v)  # noqa: E731
+    else:
+        fmt = lambda v, d: f"{units.intensity(v)} g/kWh"  # noqa: E731
+
+    def one(v: Optional[float], d: int, r: dict) -> str:
+        if v is None:
+            return "n/a"
+        mark = units.ESTIMATE if unit in ("kWh", "kg CO2eq") and units.is_estimated(r) and v else ""
+        return mark + fmt(v, d)
+
+    return one(va, da, a), one(vb, db, b)
+
+
+def _legend(a: dict, b: dict) -> List[str]:
+    return [f"{units.ESTIMATE} estimated"] if units.is_estimated(a) or units.is_estimated(b) else []
 
 
 def _ratio_text(r: Optional[float]) -> str:
-    if r is None:
-        return "n/a"
-    return f"{r:.3f}x" if r < 10 else f"{r:.1f}x" if r < 100 else f"{r:,.0f}x"
+    return "n/a" if r is None else f"{units.sig(r, 3)}x"
 
 
 def _label(record: dict) -> str:
@@ -83,29 +105,26 @@ def render_markdown(a: dict, b: dict) -> str:
     lines = [f"**A** {cell(_label(a))}  ", f"**B** {cell(_label(b))}", "",
              "| | A | B | B/A |", "|---|---:|---:|---:|"]
     for m in metrics(a, b):
-        lines.append(f"| {m['name']} | {_human(m['a'], m['unit'])} | {_human(m['b'], m['unit'])} |"
-                     f" {_ratio_text(m['ratio'])} |")
+        ca, cb = cells(m, a, b)
+        lines.append(f"| {m['name']} | {cell(ca)} | {cell(cb)} | {_ratio_text(m['ratio'])} |")
+    lines += ["", *(cell(x) for x in _legend(a, b))] if _legend(a, b) else []
     return "\n".join(lines) + "\n"
 
 
 def render_table(a: dict, b: dict, *, color: bool = False, width: int = 100) -> str:
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
+    from carbonrun.report import text as tx
 
-    from carbonrun.report.table import _console
-
-    con = _console(color, width)
-    con.print(f"[bold]A[/] {escape(_label(a))}")
-    con.print(f"[bold]B[/] {escape(_label(b))}")
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for name, just in (("", "left"), ("A", "right"), ("B", "right"), ("B/A", "right")):
-        t.add_column(name, justify=just)
+    lines = [tx.style("A", "bold", color) + " " + tx.printable(_label(a)),
+             tx.style("B", "bold", color) + " " + tx.printable(_label(b))]
+    rows = []
     for m in metrics(a, b):
         r = m["ratio"]
-        style = "" if r is None or abs(r - 1) < 0.05 or m["name"] == "intensity" else ("red" if r > 1 else "green")
-        ratio = _ratio_text(r)
-        t.add_row(m["name"], _human(m["a"], m["unit"]), _human(m["b"], m["unit"]),
-                  f"[{style}]{ratio}[/]" if style else ratio)
-    con.print(t)
-    return con.file.getvalue()
+        ca, cb = cells(m, a, b)
+        rows.append([m["name"], ca, cb, _ratio_text(r)])
+    body = tx.table(["", "A", "B", "B/A"], rows, width, right=(1, 2, 3), color=color)
+    for i, m in enumerate(metrics(a, b), start=1):
+        r = m["ratio"]
+        if color and r is not None and abs(r - 1) >= 0.05 and m["name"] != "intensity":
+            ratio = _ratio_text(r)
+            body[i] = body[i][: len(body[i]) - len(ratio)] + tx.style(ratio, "red" if r > 1 else "green", color)
+    return "\n".join(lines + body + _legend(a, b)) + "\n"

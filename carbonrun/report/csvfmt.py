@@ -10,6 +10,7 @@ import io
 from typing import Dict, Iterable, List
 
 from carbonrun.report import units
+from carbonrun.units import counted_j, kwh
 
 COMPONENTS = ("cpu", "dram", "gpu", "ram")
 COLUMNS = (
@@ -23,11 +24,10 @@ COLUMNS = (
 
 def counted_kwh(record: dict) -> Dict[str, float]:
     """kWh per component kind as the run counts it (psys and other uncounted meters aside)."""
-    key = "job_j" if record.get("attribution") == "process" else "machine_j"
     out: Dict[str, float] = {}
     for c in record.get("components", []):
         if c.get("counted", True):
-            out[c["component"]] = out.get(c["component"], 0.0) + float(c.get(key) or 0.0) / 3.6e6
+            out[c["component"]] = out.get(c["component"], 0.0) + kwh(counted_j(c, record.get("attribution")))
     return out
 
 
@@ -59,7 +59,9 @@ def table(columns: List[str], rows: Iterable[dict]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
+    from carbonrun.sanitize import csv_row  # no cell a spreadsheet would run as a formula
+
+    w.writerows(csv_row(r) for r in rows)
     return buf.getvalue()
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 from carbonrun.report import units
+from carbonrun.units import counted_key, counts_job
 
 COLORS = {"cpu": "#2563eb", "gpu": "#16a34a", "dram": "#9333ea", "ram": "#d97706", "psys": "#64748b"}
 _FALLBACK = ["#0891b2", "#db2777", "#65a30d", "#ea580c"]
@@ -60,7 +61,21 @@ blockquote{margin:0;padding:4px 0 4px 16px;border-left:3px solid var(--accent);f
 ul.notes{margin:0;padding-left:20px}ul.notes li{margin:4px 0}
 svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif}
 footer{color:var(--muted);font-size:12.5px;margin-top:22px}
-@media (max-width:800px){.cards{grid-template-columns:1fr 1fr}.two{grid-template-columns:1fr}}
+.share{display:flex;align-items:center;gap:8px}.share .bar{flex:1}.share b{font-weight:600;font-size:13px;
+ min-width:3.2em;text-align:right;font-variant-numeric:tabular-nums}
+.legend{display:flex;flex-wrap:wrap;gap:4px 18px;margin:0 0 6px;font-size:13px;color:#334155}
+.legend i{display:inline-block;width:14px;height:4px;border-radius:2px;margin-right:6px;vertical-align:middle}
+.legend i.est{background:repeating-linear-gradient(90deg,currentColor 0 5px,transparent 5px 8px)!important}
+.est-note{color:#92400e;font-size:13px;margin:0 0 6px}
+@media (max-width:800px){main{padding:18px 14px 32px}.cards{grid-template-columns:1fr 1fr}
+ .two{grid-template-columns:1fr}.card .v{font-size:21px}th,td{padding:5px 6px}.hide-narrow{display:none}}
+@page{size:A4;margin:12mm}
+@media print{body{background:#fff;font-size:10.5pt}main{max-width:none;padding:0}
+ .cards{grid-template-columns:repeat(4,1fr);gap:6px;margin:8px 0}.card{padding:6px 8px}.card .v{font-size:15pt}
+ section{padding:8px 10px;margin:6px 0;break-inside:avoid}.two{gap:6px}.cmd{background:#f1f5f9;color:#0f172a;
+ border:1px solid var(--line);margin:6px 0 4px;padding:5px 8px}h1{font-size:16pt}h2{margin-bottom:4px}
+ svg{max-height:62mm}td,th{padding:3px 6px}dl{gap:2px 12px;font-size:9.5pt}footer{margin-top:6px}
+ .notes{font-size:9pt}}
 """
 
 
@@ -135,24 +150,46 @@ def _axes(f: _Frame, yt: Sequence[float], xt: Sequence[float], unit: Tuple[float
     return "".join(out)
 
 
-def _lines(f: _Frame, t: Sequence[float], series: Dict[str, List[float]]) -> str:
-    """One step line per component, and a legend entry with its mean power over the run."""
-    out, lx, stroke = [], f.left, 2 if len(t) < 400 else 1.25  # dense lines stay readable
-    widths = [b - a for a, b in zip([0.0, *t[:-1]], t)]
-    for i, (comp, watts) in enumerate(series.items()):
-        col = color_of(comp, i)
-        dash = ' stroke-dasharray="5 4"' if comp == "psys" else ""
-        out.append(f'<path d="{_step_path(t, watts, f.x, f.y)}" fill="none" stroke="{col}" stroke-width="{stroke}"'
-                   f' stroke-linejoin="round"{dash}/>')
-        label = f"{comp}  mean {sum(w * d for w, d in zip(watts, widths)) / f.xmax:.1f} W"
-        out.append(f'<rect x="{lx}" y="12" width="14" height="4" rx="2" fill="{col}"/>'
-                   f'<text x="{lx + 20}" y="18" font-size="12.5" fill="#334155">{esc(label)}</text>')
-        lx += 40 + 7 * len(label)
+def series_colors(names: Sequence[str]) -> Dict[str, str]:
+    """A colour per series: the component's own for its first device, distinct ones for the rest."""
+    out: Dict[str, str] = {}
+    spare = iter(_FALLBACK * 4)
+    for name in names:
+        kind = name.split(" ", 1)[0]
+        out[name] = COLORS[kind] if kind in COLORS and COLORS[kind] not in out.values() else next(spare)
+    return out
+
+
+def _lines(f: _Frame, t: Sequence[float], series: Dict[str, List[float]], colors: Dict[str, str],
+           estimated: Sequence[str]) -> str:
+    """One step line per device; psys and estimated series dashed (an estimate is not a reading)."""
+    out, stroke = [], 2 if len(t) < 400 else 1.25  # dense lines stay readable
+    for name, watts in series.items():
+        dash = ' stroke-dasharray="6 4"' if name.split(" ", 1)[0] in estimated or name == "psys" else ""
+        out.append(f'<path d="{_step_path(t, watts, f.x, f.y)}" fill="none" stroke="{colors[name]}"'
+                   f' stroke-width="{stroke}" stroke-linejoin="round"{dash}><title>{esc(name)}</title></path>')
     return "".join(out)
 
 
-def power_chart(timeline: dict, width: int = 1000, height: int = 330) -> str:
-    """Average power per component over the run, as an inline SVG (the timeline's buckets as steps)."""
+def _legend(t: Sequence[float], series: Dict[str, List[float]], colors: Dict[str, str],
+            estimated: Sequence[str]) -> str:
+    """Each device with its mean power over the run; estimated ones say so."""
+    widths = [b - a for a, b in zip([0.0, *t[:-1]], t)]
+    span = max(t[-1], 1e-9)
+    items = []
+    for name, watts in series.items():
+        est = name.split(" ", 1)[0] in estimated
+        mean = sum(w * d for w, d in zip(watts, widths)) / span
+        items.append(f'<span><i class="{"est" if est else ""}" style="background:{colors[name]};color:{colors[name]}">'
+                     f'</i>{esc(name)}  mean {"~" if est else ""}{mean:.1f} W{" (estimated)" if est else ""}</span>')
+    return f'<div class="legend">{"".join(items)}</div>'
+
+
+def power_chart(timeline: dict, width: int = 720, height: int = 300, estimated: Sequence[str] = ()) -> str:
+    """Average power per device over the run: an inline SVG (the timeline's buckets as steps) and its legend.
+
+    720 units wide so the text keeps its size on a 700-pixel screen; `estimated` names the components
+    whose power is an estimate: their lines are dashed and the legend says so."""
     t = list(timeline.get("t") or [])
     series = {c: list(v) for c, v in (timeline.get("watts") or {}).items() if v and len(v) == len(t)}
     if not t or not series:
@@ -162,9 +199,14 @@ def power_chart(timeline: dict, width: int = 1000, height: int = 330) -> str:
     yt = nice_ticks(peak * 1.05 if peak > 0 else 1.0, 5)
     unit = time_unit(span)
     xt = [x * unit[0] for x in nice_ticks(span / unit[0], 6) if x * unit[0] <= span * 1.001]  # axis ends with the run
-    f = _Frame(width, height, span, yt[-1])
-    return (f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="power over time per component">'
-            f'<title>Power over time per component (W)</title>{_axes(f, yt, xt, unit)}{_lines(f, t, series)}</svg>')
+    f = _Frame(width, height, span, yt[-1], top=16)
+    colors = series_colors(list(series))
+    note = ('<p class="est-note">Dashed lines are estimates (no hardware counter): the power follows the'
+            ' model, not a reading.</p>' if any(n.split(" ", 1)[0] in estimated for n in series) else "")
+    label = "power over time per device" + (" (partly estimated)" if note else "")
+    return (f'{_legend(t, series, colors, estimated)}{note}<svg viewBox="0 0 {width} {height}" width="100%"'
+            f' role="img" aria-label="{label}"><title>Power over time per device (W)</title>'
+            f'{_axes(f, yt, xt, unit)}{_lines(f, t, series, colors, estimated)}</svg>')
 
 
 # -- sections ------------------------------------------------------------------------------------------
@@ -208,16 +250,22 @@ def _region(ci: dict) -> str:
 
 
 def cards(r: dict) -> str:
-    e, em = r.get("energy", {}), r.get("emissions", {})
-    ci, sc = r.get("intensity") or {}, r.get("social_cost_usd") or {}
-    which = "job" if r.get("attribution") == "process" else "machine"
-    out = [_card("Energy", units.energy(e.get("total_kwh", 0)),
-                 f"{units.measured_label(r)}; {which} x PUE {e.get('pue', 1):.2f}"),
-           _card("Emissions", f"{units.mass(em.get('kg', 0))} CO2eq",
-                 f"range {units.mass(em.get('low_kg', 0))} to {units.mass(em.get('high_kg', 0))}"),
-           _card("Grid intensity", f"{ci.get('g_per_kwh', 0):.0f} g/kWh", _region(ci)),
+    e, ci, sc = r.get("energy", {}), r.get("intensity") or {}, r.get("social_cost_usd") or {}
+    which = "job" if counts_job(r.get("attribution")) else "machine"
+    f, d = units.figures(r), units.record_digits(r)
+    kwh, lo, hi = units.energy_bounds(r)
+    kg, kg_lo, kg_hi = units.mass_bounds(r)
+    est = units.is_estimated(r)
+    rng = f"; range {units.between(units.energy, lo, hi, d)}" if est and hi > lo else ""
+    kg_rng = f"range {units.between(units.mass, kg_lo, kg_hi, d)}" if est and kg_hi > kg_lo else "exact counters"
+    g = ci.get("g_per_kwh")
+    out = [_card("Energy", f["mark"] + f["energy_value"],
+                 f"{units.measured_label(r)}; {which} x PUE {units.sig(float(e.get('pue') or 1), 3)}{rng}"),
+           _card("Emissions", f"{f['mark']}{f['emissions_value']} CO2eq", kg_rng),
+           _card("Grid intensity", f"{units.intensity(g)} g/kWh" if g is not None else "n/a", _region(ci)),
            _card("Social cost", units.usd(sc["central"]) if sc else "n/a",
-                 f"range {units.usd(sc['low'])} to {units.usd(sc['high'])}" if sc else "")]
+                 (f"range {units.usd(sc['low'])} to {units.usd(sc['high'])}; " if sc and sc["central"] >= 1e-6
+                  else "") + ("US EPA global SCC" if sc else ""))]
     return f'<div class="cards">{"".join(out)}</div>'
 
 
@@ -225,25 +273,29 @@ def components(r: dict) -> str:
     comps = r.get("components") or []
     if not comps:
         return '<p class="meta">No energy meter was available for this run.</p>'
-    key = "job_j" if r.get("attribution") == "process" else "machine_j"
+    key = counted_key(r.get("attribution"))
     total = sum(c.get(key, 0) for c in comps if c.get("counted", True)) or 1.0
     rows = []
     for i, c in enumerate(comps):
-        kind = "estimated" if c.get("estimated") else "measured"
+        est = bool(c.get("estimated"))
+        kind = "estimated" if est else "measured"
         counted = c.get("counted", True)
         share = c.get(key, 0) / total if counted else 0.0
-        rng = f"{units.joules(c['low_j'])} to {units.joules(c['high_j'])}" if c.get("estimated") else "exact counter"
+        d, mark = (2, "~") if est else (4, "")
+        rng = (units.between(units.joules, c.get("low_j", 0), c.get("high_j", 0), d) if est and c.get("high_j")
+               else "" if est else "exact counter")
+        pct = f"{share * 100:.0f}%" if counted else "-"
         rows.append(
             f'<tr><td><span class="dot" style="background:{color_of(c["component"], i)}"></span>'
             f'<b>{esc(c["component"])}</b> <span class="meta">{esc(c.get("device"))}</span></td>'
-            f'<td>{esc(c.get("source"))} <span class="badge {"warn" if c.get("estimated") else "ok"}">{kind}</span>'
+            f'<td>{esc(c.get("source"))} <span class="badge {"warn" if est else "ok"}">{kind}</span>'
             f'{"" if counted else " <span class=meta>(not added: covers the others)</span>"}</td>'
-            f'<td class="n">{units.joules(c.get("machine_j", 0))}</td>'
-            f'<td class="n">{units.joules(c.get("job_j", 0))}</td>'
-            f'<td class="n">{esc(rng)}</td><td><div class="bar"><i style="width:{share * 100:.1f}%;'
-            f'background:{color_of(c["component"], i)}"></i></div></td></tr>')
-    head = ('<tr><th>Component</th><th>Source</th><th class="n">Machine</th><th class="n">Job</th>'
-            '<th class="n">Range</th><th>Share of total</th></tr>')
+            f'<td class="n hide-narrow">{mark if c.get("machine_j") else ""}{units.joules(c.get("machine_j", 0), d)}</td>'
+            f'<td class="n">{mark if c.get("job_j") else ""}{units.joules(c.get("job_j", 0), d)}</td>'
+            f'<td class="n hide-narrow">{esc(rng)}</td><td><div class="share"><div class="bar"><i style="width:'
+            f'{share * 100:.1f}%;background:{color_of(c["component"], i)}"></i></div><b>{pct}</b></div></td></tr>')
+    head = ('<tr><th>Component</th><th>Source</th><th class="n hide-narrow">Machine</th><th class="n">Job</th>'
+            '<th class="n hide-narrow">Range</th><th>Share of total</th></tr>')
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -253,21 +305,43 @@ def _dl(items: Sequence[Tuple[str, object]]) -> str:
 
 def carbon(r: dict) -> str:
     from carbonrun.intensity.carbon import equivalent
+    from carbonrun.report.statement import EPA, is_epa
 
-    ci, em, sc = r.get("intensity") or {}, r.get("emissions") or {}, r.get("social_cost_usd") or {}
+    ci, sc = r.get("intensity") or {}, r.get("social_cost_usd") or {}
     e = r.get("energy") or {}
-    intensity = _dl([("Intensity", f"{ci.get('g_per_kwh', 0):g} g CO2eq/kWh" +
+    f = units.figures(r)
+    g = ci.get("g_per_kwh")
+    intensity = _dl([("Intensity", (f"{units.intensity(g)} g CO2eq/kWh" if g is not None else "not recorded") +
                       (" (time-varying, energy-weighted mean)" if ci.get("time_varying") else "")),
                      ("Region", _region_name(ci.get("region"))), ("Source", ci.get("source")), ("How", ci.get("how")),
-                     ("PUE", f"{e.get('pue', 1):.2f}")])
-    money = _dl([("Emissions", f"{units.mass(em.get('kg', 0))} CO2eq (range {units.mass(em.get('low_kg', 0))}"
-                               f" to {units.mass(em.get('high_kg', 0))})"),
-                 ("Equivalent", equivalent(em.get("kg", 0))),
-                 ("Social cost", f"{units.usd(sc['central'])} (range {units.usd(sc['low'])} to {units.usd(sc['high'])})"
-                  if sc else None),
-                 ("Basis", sc.get("basis"))])
+                     ("PUE", units.sig(float(e.get("pue") or 1), 3))])
+    cost = None
+    if sc.get("central") is not None:
+        cost = units.usd(sc["central"]) + (f" (range {units.usd(sc['low'])} to {units.usd(sc['high'])})"
+                                           if sc["central"] >= 1e-6 else "")
+    money = _dl([("Emissions", f["emissions"]),
+                 ("Equivalent", equivalent(float((r.get("emissions") or {}).get("kg") or 0))),
+                 ("Social cost", cost),
+                 ("Basis", EPA[0].upper() + EPA[1:] if is_epa(r) else sc.get("basis"))])
     return (f'<div class="two"><section><h2>Grid intensity</h2>{intensity}</section>'
             f'<section><h2>Emissions and social cost</h2>{money}</section></div>')
+
+
+def embodied(r: dict) -> str:
+    """The manufacturing share, beside (never in) the emissions; only when the run asked for it."""
+    emb = r.get("embodied")
+    if not emb:
+        return ""
+    rows = "".join(f'<tr><td>{esc(d.get("kind"))} <span class="meta">{esc(d.get("device"))}</span></td>'
+                   f'<td class="n">~{units.mass(float(d.get("kg") or 0), 2)}</td>'
+                   f'<td>{esc(d.get("share_how"))}</td></tr>' for d in emb.get("per_device") or [])
+    table = (f'<table><tr><th>Device</th><th class="n">CO2eq</th><th>Share</th></tr>{rows}</table>'
+             if rows else "")
+    facts = _dl([("Embodied", "~" + units.mass(float(emb.get("kg") or 0), 2) + " CO2eq"),
+                 ("Method", emb.get("method")), ("Basis", emb.get("basis"))])
+    extra = "".join(f"<p class=method>{esc(n)}</p>" for n in emb.get("notes") or [])
+    return (f'<section><h2>Embodied carbon (manufacturing share, not in the emissions above)</h2>'
+            f'{facts}{table}{extra}</section>')
 
 
 def statement(r: dict) -> str:

@@ -8,9 +8,12 @@ from __future__ import annotations
 from typing import List
 
 from carbonrun.report import units
+from carbonrun.units import counts_job
+from carbonrun.report.table import _name
 
 _ESCAPES = {"\\": "\\\\", "`": "\\`", "|": "\\|", "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]", "#": "\\#",
-            "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " "}
+            "<": "&lt;", ">": "&gt;", "&": "&amp;", "~": "\\~",
+            "\n": " ", "\r": " "}
 
 
 def cell(text: object) -> str:
@@ -24,24 +27,32 @@ def _command(record: dict, limit: int = 120) -> str:
 
 
 def _which(record: dict) -> str:
-    return "job" if record.get("attribution") == "process" else "machine"
+    return "job" if counts_job(record.get("attribution")) else "machine"
 
 
 def figures(record: dict) -> List[str]:
-    """The key figures as table rows."""
-    e, em = record["energy"], record["emissions"]
+    """The key figures as table rows, at the precision their range allows; estimates marked `~`."""
+    e = record.get("energy") or {}
+    f = units.figures(record)
     ci, sc = record.get("intensity") or {}, record.get("social_cost_usd") or {}
+    d = units.record_digits(record)
     rows = [
-        f"| Energy | **{units.energy(e['total_kwh'])}** ({units.measured_label(record)}; {_which(record)}"
-        f" x PUE {e.get('pue', 1):.2f}; machine {units.energy(e['machine_kwh'])}) |",
-        f"| Emissions | **{units.mass(em['kg'])} CO2eq** (range {units.mass(em['low_kg'])} to"
-        f" {units.mass(em['high_kg'])}) |",
-        f"| Grid intensity | {ci.get('g_per_kwh', 0):.0f} g CO2eq/kWh, {cell(ci.get('region') or 'no region')}"
-        f" ({cell(ci.get('source', 'unknown'))}) |",
+        f"| Energy | **{cell(f['energy'])}** ({units.measured_label(record)}; {_which(record)}"
+        f" x PUE {units.sig(float(e.get('pue') or 1), 3)}; machine {units.energy(e.get('machine_kwh') or 0, d)}) |",
+        f"| Emissions | **{cell(f['emissions'])}** |",
     ]
-    if sc:
-        rows.append(f"| Social cost | {units.usd(sc['central'])} ({units.usd(sc['low'])} to {units.usd(sc['high'])})"
-                    " |")
+    if ci.get("g_per_kwh") is not None:
+        rows.append(f"| Grid intensity | {units.intensity(ci['g_per_kwh'])} g CO2eq/kWh,"
+                    f" {cell(ci.get('region') or 'no region')} ({cell(ci.get('source', 'unknown'))}) |")
+    if sc.get("central") is not None:
+        from carbonrun.report.statement import scc_label
+
+        rng = "" if sc["central"] < units.SMALLEST_USD else f" ({units.usd(sc['low'])} to {units.usd(sc['high'])})"
+        rows.append(f"| Social cost | {cell(units.usd(sc['central']) + rng)}, {cell(scc_label(record))} |")
+    emb = record.get("embodied")
+    if emb and emb.get("kg") is not None:
+        rows.append(f"| Embodied | {cell(units.ESTIMATE)}{units.mass(float(emb['kg']), 2)} CO2eq (manufacturing share,"
+                    " not in the emissions above) |")
     rows.append(f"| Duration | {units.duration(record.get('duration_s') or 0)}, exit {record.get('exit_code')} |")
     return rows
 
@@ -49,12 +60,15 @@ def figures(record: dict) -> List[str]:
 def components(record: dict) -> List[str]:
     rows = ["| Component | Source | Machine | Job | Range |", "|---|---|---:|---:|---|"]
     for c in record.get("components", []):
-        src = cell(c["source"]) + (" (estimated)" if c.get("estimated") else "")
+        est = bool(c.get("estimated"))
+        src = cell(c["source"]) + (" (estimated)" if est else "")
         if not c.get("counted", True):
             src += ", not added"
-        rng = f"{units.joules(c['low_j'])} to {units.joules(c['high_j'])}" if c.get("estimated") else ""
-        rows.append(f"| {cell(c['component'])} {cell(c['device'])} | {src} | {units.joules(c['machine_j'])} |"
-                    f" {units.joules(c['job_j'])} | {rng} |")
+        d, mark = (2, cell(units.ESTIMATE)) if est else (4, "")
+        rng = units.between(units.joules, c["low_j"], c["high_j"], d) if est and c["high_j"] else ""
+        rows.append(f"| {cell(_name(c))} | {src} |"
+                    f" {mark if c['machine_j'] else ''}{units.joules(c['machine_j'], d)} |"
+                    f" {mark if c['job_j'] else ''}{units.joules(c['job_j'], d)} | {rng} |")
     return rows
 
 
@@ -73,8 +87,11 @@ def render(record: dict, *, color: bool = False, width: int = 100) -> str:
 def render_many(records: List[dict]) -> str:
     out = ["| Run | Started | Status | Duration | Energy | CO2eq | Command |", "|---:|---|---|---:|---:|---:|---|"]
     for r in records:
+        f = units.figures(r)
         out.append(f"| {r.get('id')} | {cell((r.get('started_at') or '')[:19].replace('T', ' '))} |"
                    f" {cell(r.get('status'))} | {units.duration(r.get('duration_s') or 0)} |"
-                   f" {units.energy(r['energy']['total_kwh'])} | {units.mass(r['emissions']['kg'])} |"
+                   f" {cell(f['mark'])}{f['energy_value']} | {cell(f['mark'])}{f['emissions_value']} |"
                    f" {_command(r, 60)} |")
+    if any(units.figures(r)["mark"] for r in records):
+        out += ["", f"{cell(units.ESTIMATE)} estimated"]
     return "\n".join(out) + "\n"

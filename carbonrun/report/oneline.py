@@ -5,9 +5,12 @@ from carbonrun.report import units
 
 
 def render(record: dict, *, color: bool = False, width: int = 100) -> str:
-    e, em, ci = record["energy"], record["emissions"], record.get("intensity", {})
-    where = ci.get("region") or ci.get("source", "?")
+    ci = record.get("intensity") or {}
+    f = units.figures(record)
+    where = ci.get("region") or str(ci.get("source") or "?").replace("-", " ")
+    g = ci.get("g_per_kwh")
+    at = f" at {units.intensity(g)} g/kWh ({where})" if g is not None else ""
     rid = f"run #{record['id']}" if record.get("id") is not None else "run not stored"
-    return (f"carbonrun: {record['status']} (exit {record['exit_code']}) in {units.duration(record['duration_s'])}"
-            f" · {units.energy(e['total_kwh'])} ({units.measured_label(record)})"
-            f" · {units.mass(em['kg'])} CO2eq at {ci.get('g_per_kwh', 0):.0f} g/kWh ({where}) · {rid}")
+    return (f"carbonrun: {record.get('status')} (exit {record.get('exit_code')}) in"
+            f" {units.duration(record.get('duration_s') or 0)} · {f['mark']}{f['energy_value']}"
+            f" ({units.measured_label(record)}) · {f['mark']}{f['emissions_value']} CO2eq{at} · {rid}")

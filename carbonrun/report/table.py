@@ -1,90 +1,179 @@
-"""The terminal summary of one run (also `report --format table`)."""
+"""The terminal summary of one run (also `report --format table`).
+
+The default summary states each fact once and fits in about a dozen lines; `verbose` (the `report`
+command, `run --verbose`) adds the provenance: the whole-machine figure, CPU usage, how the intensity
+was chosen, the basis of the social cost and every note in full.
+"""
 from __future__ import annotations
 
 import io
-from typing import List
+import re
+from typing import List, Optional, Tuple
 
+from carbonrun.report import text as tx
 from carbonrun.report import units
+from carbonrun.units import counts_job
 
 STATUS_STYLE = {"completed": "green", "failed": "red", "interrupted": "yellow", "incomplete": "yellow",
                 "running": "cyan"}
 
 
 def _console(color: bool, width: int):
+    """A rich console writing to a string (history and compare tables)."""
     from rich.console import Console
 
-    return Console(file=io.StringIO(), width=width, color_system="standard" if color else None,
-                   force_terminal=color, no_color=not color, highlight=False, emoji=False)
+    return Console(file=io.StringIO(), width=width or 200, color_system="standard" if color else None,
+                   force_terminal=color, no_color=not color, highlight=False, emoji=False, soft_wrap=not width)
 
 
-def components_table(record: dict):
-    from rich.table import Table
-    from rich import box
+def _name(c: dict) -> str:
+    comp, dev = str(c.get("component", "")), str(c.get("device", ""))
+    return comp if dev in ("", comp) else f"{comp} {dev}"
 
-    job_col = "job" if record.get("attribution") == "process" else "job (not counted)"
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for name, just in (("component", "left"), ("device", "left"), ("source", "left"), ("machine", "right"),
-                       (job_col, "right"), ("range", "right")):
-        t.add_column(name, justify=just)
+
+def component_rows(record: dict) -> Tuple[List[str], List[List[str]]]:
+    """Heads and cells: counted figure first; estimates marked `~` at the precision their range allows."""
+    process = counts_job(record.get("attribution"))
+    heads = ["component", "job" if process else "machine", "machine" if process else "job (not counted)", "source"]
+    rows = []
     for c in record.get("components", []):
-        src = c["source"] + (" (estimated)" if c.get("estimated") else "")
-        if not c.get("counted", True):
-            src += ", not added"
-        rng = "" if not c.get("estimated") else f"{units.joules(c['low_j'])} to {units.joules(c['high_j'])}"
-        t.add_row(c["component"], c["device"], src, units.joules(c["machine_j"]), units.joules(c["job_j"]), rng)
-    return t
+        mine, other = ("job_j", "machine_j") if process else ("machine_j", "job_j")
+        value = float(c.get(mine) or 0.0)
+        est = bool(c.get("estimated"))
+        d = (units.digits_for(value, c.get("low_j"), c.get("high_j")) if value > 0 else 2) if est else 4
+        src = str(c.get("source", "")) + ("" if c.get("counted", True) else " (not added)")
+        rows.append([_name(c), _joules(value, d, est), _joules(float(c.get(other) or 0.0), d, est), src])
+    return heads, rows
 
 
-def summary_lines(record: dict) -> List[str]:
-    """Key figures, one per line; provenance dimmed underneath."""
-    from rich.markup import escape
+def _joules(j: float, digits: int, estimated: bool) -> str:
+    return (units.ESTIMATE if estimated and j else "") + units.joules(j, digits)
 
-    e, em, ci = record["energy"], record["emissions"], record.get("intensity", {})
-    sc = record.get("social_cost_usd", {})
-    which = "job" if record.get("attribution") == "process" else "machine"
-    lines = [
-        f"[bold]energy     [/] {units.energy(e['total_kwh'])} {units.measured_label(record)}"
-        f" [dim]({which} {units.energy(e[which + '_kwh'])} x PUE {e['pue']:.2f};"
-        f" whole machine {units.energy(e['machine_kwh'])})[/]",
-        f"[bold]intensity  [/] {ci.get('g_per_kwh', 0):.0f} g CO2eq/kWh, {escape(str(ci.get('region') or 'no region'))}"
-        f" [dim]({ci.get('source', '?')})[/]",
-        f"[bold]emissions  [/] {units.mass(em['kg'])} CO2eq [dim](range {units.mass(em['low_kg'])}"
-        f" to {units.mass(em['high_kg'])})[/]",
-    ]
-    if sc:
-        lines.append(f"[bold]social cost[/] {units.usd(sc['central'])} [dim]({units.usd(sc['low'])} to"
-                     f" {units.usd(sc['high'])})[/]")
+
+def _intensity(record: dict) -> str:
+    ci = record.get("intensity") or {}
+    g = ci.get("g_per_kwh")
+    if g is None:
+        return ""
+    where = ci.get("region") or str(ci.get("source") or "").replace("-", " ")
+    if ci.get("region") and ci.get("source") not in (None, "region"):
+        where += f", {ci['source']}"
+    return f"at {units.intensity(g)} g/kWh ({where})"
+
+
+def _social_cost(record: dict, verbose: bool) -> Optional[str]:
+    sc = record.get("social_cost_usd") or {}
+    if sc.get("central") is None:
+        return None
+    from carbonrun.report.statement import scc_label
+
+    rng = "" if sc["central"] < units.SMALLEST_USD else f" ({units.usd(sc['low'])} to {units.usd(sc['high'])})"
+    return f"{units.usd(sc['central'])}{rng}, {scc_label(record)}"
+
+
+def _equivalent(kg: float) -> Optional[str]:
+    """The everyday comparison, when there is one worth reading (a metre of driving or more)."""
+    if kg < 0.00025:
+        return None
     from carbonrun.intensity.carbon import equivalent
 
-    lines.append(f"[bold]equivalent [/] {equivalent(em['kg'])}")
-    u = record.get("usage", {})
-    lines.append(f"[dim]job CPU {u.get('job_cpu_s', 0):.2f} s of {u.get('machine_busy_cpu_s', 0):.2f} s busy on"
-                 f" the machine; peak RSS {u.get('peak_rss_bytes', 0) / 2**20:.0f} MiB;"
-                 f" {record.get('samples', 0)} samples[/]")
+    return equivalent(kg)
+
+
+_CLAUSE = re.compile(r"^(.{12,}?)(?:: |; )")
+
+
+def brief(note: str) -> str:
+    """A note's first clause, keeping a short closing fix in parentheses ("(set --region)")."""
+    m = _CLAUSE.match(note)
+    if not m:
+        return note
+    head = m.group(1)
+    fix = re.search(r"\(([^()]{1,30})\)\s*$", note)
+    return f"{head} ({fix.group(1)})" if fix and fix.group(1) not in head else head
+
+
+def notes(record: dict, verbose: bool) -> List[str]:
+    """Notes once each (case and trailing punctuation aside); briefly unless verbose."""
+    seen, out = set(), []
+    for n in record.get("notes") or []:
+        text = tx.printable(" ".join(str(n).split()).rstrip("."))
+        short = text if verbose else brief(text)
+        if short.lower() not in seen:
+            seen.add(short.lower())
+            out.append(short)
+    return out
+
+
+def summary_lines(record: dict, *, width: int = 0, color: bool = False, verbose: bool = False) -> List[str]:
+    """The key figures, one labelled line each (wrapped at `width`, none when 0)."""
+    e = record.get("energy") or {}
+    f = units.figures(record)
+    which = "job" if counts_job(record.get("attribution")) else "machine"
+    est = units.measured_label(record)
+    pue = float(e.get("pue") or 1.0)
+    how = f"{est}, " + ("the job's share" if which == "job" else "whole machine")
+    how += f" x PUE {units.sig(pue, 3)}" if pue != 1 else ""
+    if verbose and which == "job":
+        how += f"; whole machine {units.energy(float(e.get('machine_kwh') or 0), units.record_digits(record))}"
+    rows: List[Tuple[str, str]] = [("energy", f"{f['energy']} {how}"),
+                                   ("emissions", f"{f['emissions']} {_intensity(record)}".rstrip())]
+    cost = _social_cost(record, verbose)
+    if cost:
+        rows.append(("social cost", cost))
+    eq = _equivalent(float((record.get("emissions") or {}).get("kg") or 0.0))
+    if eq:
+        rows.append(("equivalent", eq))
     if record.get("plan") or record.get("embodied"):  # sections present only when asked (docs/carbon.md)
         from carbonrun.accounting import embodied
         from carbonrun.intensity import planner
 
-        lines += [f"[bold]{k:<11}[/] {escape(v)}" for k, v in filter(None, (planner.summary_line(record),
-                                                                             embodied.summary_line(record)))]
-    for label, text in (("intensity", ci.get("how")), ("social cost", sc.get("basis"))):
-        if text:
-            lines.append(f"[dim]{label}: {escape(text)}[/]")
+        rows += [r for r in (planner.summary_line(record), embodied.summary_line(record)) if r]
+    if verbose:
+        u = record.get("usage") or {}
+        rows.append(("usage", f"job CPU {u.get('job_cpu_s', 0):.2f} s of {u.get('machine_busy_cpu_s', 0):.2f} s busy"
+                              f" on the machine; peak RSS {u.get('peak_rss_bytes', 0) / 2**20:.0f} MiB;"
+                              f" {record.get('samples', 0)} samples every {record.get('interval_s', 0):g} s"))
+        ci, sc = record.get("intensity") or {}, record.get("social_cost_usd") or {}
+        rows += [(k, v) for k, v in (("intensity", ci.get("how")), ("SCC basis", sc.get("basis"))) if v]
+    out: List[str] = []
+    for label, text in rows:
+        out += tx.labelled(label, text, width, color)
+    return out
+
+
+def header(record: dict, width: int, color: bool) -> List[str]:
+    status = str(record.get("status", ""))
+    rid = f"run #{record['id']}" if record.get("id") is not None else "run (not stored)"
+    cmd = tx.printable(" ".join(" ".join(record.get("command", [])).split()))
+    limit = max(40, 2 * width) if width else 200
+    cmd = cmd if len(cmd) <= limit else cmd[:limit - 3] + "..."
+    exit_code = record.get("exit_code")
+    ended = f" (exit {exit_code})" if exit_code is not None else ""
+    text = f"carbonrun {rid} {status}{ended} in {units.duration(record.get('duration_s') or 0)}: {cmd}"
+    lines = tx.wrap(text, width, 2)
+    lines[0] = lines[0].replace(status, tx.style(status, STATUS_STYLE.get(status), color), 1)
     return lines
 
 
-def render(record: dict, *, color: bool = False, width: int = 100) -> str:
-    from rich.markup import escape
-
-    con = _console(color, width)
-    status = record["status"]
-    rid = f"run #{record['id']}" if record.get("id") is not None else "run (not stored)"
-    con.print(f"[bold]carbonrun[/] {rid} [{STATUS_STYLE.get(status, 'white')}]{status}[/]"
-              f" (exit {record.get('exit_code')}) in {units.duration(record.get('duration_s', 0))}:"
-              f" {escape(' '.join(record.get('command', [])))[:width * 2]}")
-    con.print(components_table(record))
-    for line in summary_lines(record):
-        con.print(line)
-    for note in record.get("notes", []):
-        con.print(f"[yellow]note:[/] {escape(note)}")
-    return con.file.getvalue()
+def render(record: dict, *, color: bool = False, width: int = 100, verbose: bool = False) -> str:
+    """The summary; width 0 writes one line per fact, unwrapped (not a terminal)."""
+    lines = header(record, width, color)
+    if units.never_started(record):
+        why = "not found" if record.get("exit_code") == 127 else "not executable"
+        lines += tx.wrap(f"the command never started ({why}); nothing was measured", width, 2)
+        return "".join(line + "\n" for line in lines)
+    heads, rows = component_rows(record)
+    if rows:
+        lines += tx.table(heads, rows, width, right=(1, 2), drop=(3, 2), color=color)
+    lines += summary_lines(record, width=width, color=color, verbose=verbose)
+    found = notes(record, verbose)
+    if found:
+        if verbose:
+            for n in found:
+                lines += tx.labelled("note", n, width, color, "yellow")
+        else:
+            rid = record.get("id")
+            more = f" (in full: carbonrun report {rid})" if rid is not None else ""
+            lines += tx.labelled("notes", "; ".join(found) + more, width, color, "yellow")
+    return "".join(line + "\n" for line in lines)

@@ -15,6 +15,16 @@ LABEL = 12  # the width of the label column in a summary
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+def printable(text: str) -> str:
+    """Text from a record with control characters shown, never sent to the terminal."""
+    try:
+        from carbonrun.sanitize import terminal  # type: ignore[attr-defined]
+
+        return str(terminal(text))
+    except ImportError:
+        return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def style(text: str, name: Optional[str], color: bool) -> str:
     if not color or not name or not text:
         return text
@@ -46,17 +56,20 @@ def labelled(label: str, text: str, width: int, color: bool, label_style: str = 
 
 
 def table(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, right: Sequence[int] = (),
-          drop: Sequence[int] = (), gap: int = 2, color: bool = False) -> List[str]:
+          drop: Sequence[int] = (), flex: Optional[int] = None, gap: int = 2, color: bool = False) -> List[str]:
     """Rows under a header, aligned; columns in `drop` (least important first) go when they do not fit.
 
-    When even the rest does not fit, each row is stacked: its first cell, then `head value` lines."""
+    The `flex` column (free text, such as a command line) is cut to the room left, down to 12
+    characters; when even that does not fit, each row is stacked: its first cell, then `head value`
+    pairs packed into lines. Figures are never cut."""
     keep = list(range(len(heads)))
+    rows = [list(r) for r in rows]
 
-    def widths(cols: List[int]) -> List[int]:
-        return [max([len(heads[i])] + [len(r[i]) for r in rows]) for i in cols]
+    def natural(i: int) -> int:
+        return max([len(heads[i])] + [len(r[i]) for r in rows])
 
     def total(cols: List[int]) -> int:
-        return sum(widths(cols)) + gap * (len(cols) - 1)
+        return sum(min(natural(i), 12) if i == flex else natural(i) for i in cols) + gap * (len(cols) - 1)
 
     for i in drop:
         if width <= 0 or total(keep) <= width:
@@ -64,7 +77,11 @@ def table(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, ri
         keep.remove(i)
     if width > 0 and total(keep) > width:
         return _stacked(heads, rows, width)
-    ws = widths(keep)
+    if width > 0 and flex is not None and flex in keep:
+        room = width - (total(keep) - min(natural(flex), 12))
+        for r in rows:
+            r[flex] = r[flex] if len(r[flex]) <= room else r[flex][:room - 3] + "..."
+    ws = [natural(i) for i in keep]
 
     def line(cells: Sequence[str]) -> str:
         parts = [cells[i].rjust(w) if i in right else cells[i].ljust(w) for i, w in zip(keep, ws)]
@@ -74,11 +91,22 @@ def table(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, ri
 
 
 def _stacked(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> List[str]:
+    """Each row as its first cell, then `head value` pairs packed into indented lines."""
     out: List[str] = []
-    label = max(len(h) for h in heads[1:]) if len(heads) > 1 else 0
     for r in rows:
         out += wrap(r[0], width, 2)
+        line = ""
         for h, cell in zip(heads[1:], r[1:]):
-            if cell:
-                out += wrap(f"  {h:<{label}} {cell}", width, label + 3)
+            if not cell:
+                continue
+            pair = f"{h} {cell}" if h else cell
+            if line and len(line) + 2 + len(pair) > width:
+                out.append(line)
+                line = ""
+            line = f"{line}  {pair}" if line else f"  {pair}"
+            if len(line) > width:
+                out += wrap(line, width, 4)[:-1]
+                line = wrap(line, width, 4)[-1]
+        if line:
+            out.append(line)
     return out

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
-J_PER_KWH = 3.6e6
+from carbonrun.units import J_PER_KWH, counted_key
+
 ESTIMATE = "~"
 SMALLEST_USD = 1e-6
 ENERGY_UNITS: Tuple[Tuple[str, float], ...] = (("kWh", 1.0), ("Wh", 1e-3), ("J", 1 / J_PER_KWH))  # unit, kWh each
@@ -67,7 +68,7 @@ def mass_unit(values: Iterable[float], digits: int = 4) -> Tuple[str, float]:
 
 def _scaled(value: float, table: Sequence[Tuple[str, float]], digits: int, unit: Optional[str]) -> str:
     if value == 0:
-        return f"0 {unit or table[1][0]}"
+        return f"0 {unit or table[-1][0]}"
     name, size = next(u for u in table if u[0] == unit) if unit else _unit(value, table, digits)
     return f"{sig(value / size, digits)} {name}"
 
@@ -102,17 +103,28 @@ def watts(w: float, digits: int = 3) -> str:
     return f"{sig(w, digits)} W" if abs(w) >= 0.01 or w == 0 else "0 W"
 
 
-def span(fmt, mid: float, low: Optional[float], high: Optional[float], digits: int) -> str:
-    """"~0.11 Wh (0.055 to 0.17 Wh)" for an estimate, "0.1103 Wh" for an exact figure.
+def span(fmt, mid: float, low: Optional[float], high: Optional[float], digits: int, suffix: str = "") -> str:
+    """"~0.11 Wh CO2eq (0.055 to 0.17 Wh)" for an estimate, "0.1103 Wh" for an exact figure.
 
-    `fmt(value, digits, unit)` is energy or mass; the range shares the middle figure's unit."""
-    if low is None or high is None or (math.isclose(low, mid, rel_tol=1e-9, abs_tol=1e-15)
-                                       and math.isclose(high, mid, rel_tol=1e-9, abs_tol=1e-15)):
-        return fmt(mid, digits)
+    `fmt(value, digits, unit)` is energy or mass; the range shares the middle figure's unit, and
+    `suffix` follows the middle figure."""
     text = fmt(mid, digits)
-    unit = text.rsplit(" ", 1)[-1]
-    lo, hi = fmt(low, digits, unit).rsplit(" ", 1)[0], fmt(high, digits, unit)
-    return f"{ESTIMATE}{text} ({lo} to {hi})"
+    if low is None or high is None or mid == 0 or (math.isclose(low, mid, rel_tol=1e-9)
+                                                   and math.isclose(high, mid, rel_tol=1e-9)):
+        return text + suffix
+    return f"{ESTIMATE}{text}{suffix} ({between(fmt, low, high, digits, text.rsplit(' ', 1)[-1])})"
+
+
+def between(fmt, low: float, high: float, digits: int, unit: Optional[str] = None) -> str:
+    """"0.055 to 0.17 Wh": both ends in one unit (the high end's, unless given)."""
+    unit = unit or fmt(high, digits).rsplit(" ", 1)[-1]
+    return f"{fmt(low, digits, unit).rsplit(' ', 1)[0]} to {fmt(high, digits, unit)}"
+
+
+def intensity(g: float) -> str:
+    """Grid intensity in g CO2eq/kWh: whole grams, two significant digits below 10 g."""
+    g = float(g)
+    return f"{g:,.0f}" if g >= 10 or g == 0 else sig(g, 2)
 
 
 def duration(s: float) -> str:
@@ -122,6 +134,12 @@ def duration(s: float) -> str:
     m, sec = divmod(int(round(s)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+def never_started(record: dict) -> bool:
+    """The command could not be found or executed (exit 126/127 before any sample)."""
+    return (record.get("exit_code") in (126, 127) and not record.get("samples")
+            and not float((record.get("energy") or {}).get("total_kwh") or 0.0))
 
 
 def counted(record: dict) -> list:
@@ -145,7 +163,7 @@ def energy_bounds(record: dict) -> Tuple[float, float, float]:
     e = record.get("energy") or {}
     total = float(e.get("total_kwh") or 0.0)
     comps = counted(record)
-    key = "job_j" if record.get("attribution") == "process" else "machine_j"
+    key = counted_key(record.get("attribution"))
     j = sum(float(c.get(key) or 0.0) for c in comps)
     if not comps or j <= 0:
         return total, total, total
@@ -168,6 +186,7 @@ def record_digits(record: dict) -> int:
 def figures(record: dict) -> Dict[str, str]:
     """The run's headline figures as every report words them: energy, emissions, their ranges."""
     d = record_digits(record)
-    return {"energy": span(energy, *energy_bounds(record), d), "emissions": span(mass, *mass_bounds(record), d),
+    return {"energy": span(energy, *energy_bounds(record), d),
+            "emissions": span(mass, *mass_bounds(record), d, " CO2eq"),
             "energy_value": energy(energy_bounds(record)[0], d), "emissions_value": mass(mass_bounds(record)[0], d),
-            "mark": ESTIMATE if d < 4 and is_estimated(record) else ""}
+            "mark": ESTIMATE if is_estimated(record) else ""}

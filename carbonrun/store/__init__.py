@@ -1,10 +1,14 @@
-"""Pick the run store from one spec: an SQLite file path, or a postgresql:// URL (a shared database)."""
+"""Pick the run store from one spec: an SQLite file path, a postgresql:// URL (a shared database), or
+`none` / `/dev/null` (keep nothing). Every store implements `carbonrun.store.base.Store`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from carbonrun.redact import redact  # noqa: F401  (the old place of the name)
+
+if TYPE_CHECKING:
+    from carbonrun.store.base import Store
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -13,16 +17,29 @@ def is_url(spec: Optional[str]) -> bool:
     return bool(spec) and str(spec).lower().startswith(URL_SCHEMES)
 
 
-def open_store(spec: Optional[str]):
-    """A Store (SQLite) for a path or None (the default file), a PgStore for a postgresql:// URL.
+def is_none(spec: Optional[str]) -> bool:
+    """`none` or the null device: measure, keep nothing."""
+    if not spec:
+        return False
+    text = str(spec).strip()
+    if text.lower() == "none":
+        return True
+    from carbonrun.files import is_dev_null
 
-    Nothing is connected here: the caller decides when (and a writer to PostgreSQL may spool).
-    """
+    return is_dev_null(text)
+
+
+def open_store(spec: Optional[str]) -> "Store":
+    """The store a spec names (None: the default file). Nothing is connected here: the caller decides
+    when (and a writer to PostgreSQL may spool)."""
+    if is_none(spec):
+        from carbonrun.store.null import NullStore
+
+        return NullStore()
     if is_url(spec):
         from carbonrun.store.postgres import PgStore
 
         return PgStore(str(spec))
-    from carbonrun.store.sqlite import Store, default_path
+    from carbonrun.store.sqlite import SqliteStore, default_path
 
-    return Store(Path(spec) if spec else default_path())
-
+    return SqliteStore(Path(str(spec)) if spec else default_path())

@@ -1,27 +1,36 @@
-"""The run store: one SQLite file, many concurrent writers (WAL), private to the user.
+"""The run store in one SQLite file: many concurrent writers (WAL), private to the user.
 
 A run is inserted when it starts (status running) and checkpointed while it runs, so a carbonrun
 killed with SIGKILL leaves its energy up to the last checkpoint. A `running` record whose owner
-process is gone is reported as `incomplete`. A file that is not a carbonrun store is never written.
+process is gone is reported as `incomplete`.
+
+Only a file that is ours is ever written: the path must be a regular file (never followed through a
+link) owned by the user in a directory no one else may write, and an existing file must carry our
+application id (or be an empty SQLite file) before anything, even the switch to WAL, touches it.
 
 The schema is versioned with `PRAGMA user_version`; `_MIGRATIONS[v]` takes a store from v-1 to v
-inside one write transaction, so concurrent openers upgrade it once. The record JSON is kept whole
-in the last column (so scans of the small columns before it never read its overflow pages).
+inside one write transaction, so concurrent openers upgrade it once. `runs` holds the small columns
+a listing reads (about 200 bytes a run); the record and its timeline live in `records`, so `history`
+over 100,000 runs never reads a timeline.
 """
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
-import time
+import stat
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from carbonrun.files import RefusedPath, create_private, private_dirs, read_head
+from carbonrun.store.base import (NoStore, Row, SqlStore, StoreError, check_prune, storable,  # noqa: F401
+                                  summary_row)
+from carbonrun.store.owner import owner_alive as _owner_alive, owner_token as _owner_token  # noqa: F401
 
 APPLICATION_ID = 0x43524E31  # "CRN1" in the SQLite header: marks the file as ours
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_STATUSES = ("running", "completed", "failed", "interrupted", "incomplete")
 
 _MIGRATIONS = {
     1: """
@@ -41,55 +50,53 @@ _MIGRATIONS = {
     2: """
     CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
     """,
+    # The summary beside the run, the record and its timeline apart: a listing reads small rows only.
+    3: """
+    CREATE TABLE runs_v3 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        uuid TEXT UNIQUE NOT NULL,
+        started_at TEXT NOT NULL,
+        started_ts REAL NOT NULL,
+        status TEXT NOT NULL,
+        command TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        owner TEXT,
+        duration_s REAL,
+        total_kwh REAL,
+        kg REAL,
+        g_per_kwh REAL,
+        job_id TEXT
+    );
+    CREATE TABLE records (id INTEGER PRIMARY KEY, record TEXT NOT NULL, timeline TEXT);
+    INSERT INTO runs_v3 SELECT id, uuid, started_at, started_ts, status, command, tags, owner,
+        CASE WHEN json_valid(record) THEN json_extract(record, '$.duration_s') END,
+        CASE WHEN json_valid(record) THEN json_extract(record, '$.energy.total_kwh') END,
+        CASE WHEN json_valid(record) THEN json_extract(record, '$.emissions.kg') END,
+        CASE WHEN json_valid(record) THEN json_extract(record, '$.intensity.g_per_kwh') END,
+        CASE WHEN json_valid(record) THEN json_extract(record, '$.job.job_id') END
+        FROM runs;
+    INSERT INTO records SELECT id,
+        CASE WHEN json_valid(record) AND json_type(record, '$.timeline') IS NOT NULL
+             THEN json_set(record, '$.timeline', NULL) ELSE record END,
+        CASE WHEN json_valid(record) THEN json_extract(record, '$.timeline') END
+        FROM runs;
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'runs_v3', 0
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'runs_v3');
+    UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0))
+        WHERE name = 'runs_v3';
+    DROP TABLE runs;
+    ALTER TABLE runs_v3 RENAME TO runs;
+    CREATE INDEX runs_started ON runs(started_ts);
+    CREATE INDEX runs_status ON runs(status, id);
+    CREATE INDEX runs_job ON runs(job_id) WHERE job_id IS NOT NULL;
+    """,
 }
 
 
-class StoreError(Exception):
-    """A store that cannot be used; the message names the file and the fix."""
+def default_path(env: Optional[Dict[str, str]] = None) -> Path:
+    from carbonrun.paths import data_dir
 
-
-class NoStore(StoreError):
-    """The store file does not exist yet (nothing was ever run): not a broken store."""
-
-
-def default_path(env: Optional[dict] = None) -> Path:
-    env = os.environ if env is None else env
-    if env.get("CARBONRUN_HOME"):
-        return Path(env["CARBONRUN_HOME"]) / "runs.sqlite"
-    base = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "carbonrun" / "runs.sqlite"
-
-
-def check_prune(keep: Optional[int], older_than_days: Optional[float]) -> None:
-    """What `prune` accepts, the same for every store."""
-    if keep is None and older_than_days is None:
-        raise ValueError("give keep, older_than_days, or both")
-    if keep is not None and keep < 0 or older_than_days is not None and older_than_days < 0:
-        raise ValueError("keep and older_than_days must not be negative")
-
-
-def _owner_token(pid: int) -> Optional[str]:
-    """host:pid:start-time, so a reused PID is not taken for a live owner."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        start = data[data.rindex(b")") + 2:].split()[19].decode()
-    except (OSError, ValueError, IndexError):
-        start = "?"
-    return f"{os.uname().nodename}:{pid}:{start}"
-
-
-def _owner_alive(owner: Optional[str]) -> bool:
-    if not owner:
-        return False
-    try:
-        host, pid, _start = owner.rsplit(":", 2)
-        pid_n = int(pid)
-    except ValueError:
-        return False
-    if host != os.uname().nodename:
-        return True  # cannot tell from here; trust the record
-    return _owner_token(pid_n) == owner
+    return data_dir(env) / "runs.sqlite"
 
 
 @contextmanager
@@ -102,25 +109,66 @@ def _private_umask() -> Iterator[None]:
         os.umask(old)
 
 
-class Store:
-    def __init__(self, path: os.PathLike) -> None:
+def check_directory(d: Path) -> None:
+    """A store's directory must be the user's (or root's) and writable by no one else, as ssh wants
+    of ~/.ssh: whoever may write there may swap the store or its -wal file. A sticky directory
+    (/tmp) is fine: others cannot replace what is ours."""
+    try:
+        st = os.stat(d)
+    except OSError as e:
+        raise StoreError(f"cannot use the run store's directory {d}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"{d} is not a directory: pass --store PATH")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise StoreError(f"the run store's directory {d} belongs to another user (uid {st.st_uid}): refused;"
+                         " pass --store PATH in a directory of yours")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise StoreError(f"the run store's directory {d} is writable by other users"
+                         f" (mode {stat.S_IMODE(st.st_mode):04o}): refused; fix it with chmod go-w {d}")
+
+
+class SqliteStore(SqlStore):
+    kind = "sqlite"
+    FROM_RECORDS = "runs JOIN records USING (id)"
+    FROM_SUMMARY = "runs"
+
+    def __init__(self, path: "os.PathLike[str] | str") -> None:
+        super().__init__()
         self.path = Path(path)
+        self.where = str(self.path)
         self._db: Optional[sqlite3.Connection] = None
 
     # -- opening -----------------------------------------------------------------------------------
     def _check_file(self) -> bool:
-        """True when the file exists and is ours; raise for a foreign or corrupted file."""
+        """True when the file exists and may be ours; StoreError for anything else (never opened for
+        writing, never followed through a link, never waited on)."""
         try:
-            with open(self.path, "rb") as f:
-                head = f.read(100)
+            st = os.lstat(self.path)
         except FileNotFoundError:
             return False
-        except IsADirectoryError:
-            raise StoreError(f"{self.path} is a directory, not a run store: pass --store PATH to a file") from None
+        except OSError as e:
+            raise StoreError(f"cannot use the run store {self.path}: {e.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"{self.path} is a directory, not a run store: pass --store PATH to a file")
+        if not stat.S_ISREG(st.st_mode):
+            from carbonrun.files import kind
+
+            raise StoreError(f"{self.path} is {kind(st.st_mode)}, not a run store; it was left untouched:"
+                             " pass --store PATH to a file, or --no-store to keep nothing")
+        if st.st_uid != os.geteuid():
+            raise StoreError(f"the run store {self.path} belongs to another user (uid {st.st_uid}); it was left"
+                             " untouched: pass --store PATH to a file of yours")
+        if st.st_mode & 0o022:
+            raise StoreError(f"the run store {self.path} is writable by other users"
+                             f" (mode {stat.S_IMODE(st.st_mode):04o}): refused; fix it with chmod 600 {self.path}")
+        try:
+            head = read_head(self.path, 100)
+        except RefusedPath as e:
+            raise StoreError(str(e)) from None
         except OSError as e:
             raise StoreError(f"cannot read the run store {self.path}: {e.strerror}") from None
         if not head:
-            return False
+            return True  # an empty file of the user's: it becomes a store
         if len(head) < 72 or not head.startswith(_SQLITE_MAGIC):
             raise StoreError(f"{self.path} is not a carbonrun store (not an SQLite file); it was left untouched:"
                              " move it aside or pass --store PATH")
@@ -132,39 +180,36 @@ class Store:
 
     def _create_file(self) -> None:
         """Create the file 0600, and any missing directories 0700 (never chmod one that existed)."""
-        missing = [p for p in [self.path.parent, *self.path.parent.parents] if not p.exists()]
-        for d in reversed(missing):
-            try:
-                d.mkdir(mode=0o700)
-                os.chmod(d, 0o700)
-            except FileExistsError:
-                pass
-            except OSError as e:
-                raise StoreError(f"cannot create the run store's directory {d}: {e.strerror}") from None
         try:
-            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
-            pass
+            private_dirs(self.path.parent)
+        except OSError as e:
+            raise StoreError(f"cannot create the run store's directory {self.path.parent}: {e.strerror}") from None
+        try:
+            create_private(self.path)
         except OSError as e:
             raise StoreError(f"cannot create the run store {self.path}: {e.strerror}") from None
 
     def _tighten(self) -> None:
         """A store of ours that others can read is made private (its -wal/-shm copy its mode)."""
         try:
-            st = os.stat(self.path)
-            if st.st_uid == os.geteuid() and st.st_mode & 0o077:
-                os.chmod(self.path, 0o600)
-        except OSError:
+            st = os.lstat(self.path)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
+                os.chmod(self.path, 0o600, follow_symlinks=False)
+        except (OSError, NotImplementedError):
             pass
 
-    def connect(self, create: bool = True) -> sqlite3.Connection:
+    def _connection(self, create: bool = True) -> sqlite3.Connection:
         if self._db is not None:
             return self._db
+        if self.refused:
+            raise StoreError(self.refused)  # once refused for this run, not retried at every checkpoint
+        if os.path.isdir(self.path.parent):
+            check_directory(self.path.parent)
         if not self._check_file():
             if not create:
                 raise NoStore(f"no runs stored yet ({self.path} does not exist)")
             self._create_file()
-        self._tighten()
+            self._check_file()  # what was created is what we open (no link slipped in meanwhile)
         db = None
         try:
             with _private_umask():
@@ -181,24 +226,38 @@ class Store:
             if db is not None:
                 db.close()
             raise
+        self._tighten()  # only now that it is known to be ours
         self._db = db
         return db
+
+    def connect(self, create: bool = True) -> None:
+        self._connection(create)
+
+    def _is_ours(self, db: sqlite3.Connection, version: int, app_id: int) -> bool:
+        """Read-only: our application id, or an empty file, or an old store of ours (a `runs` table with
+        our columns). Nothing is written to a file before this says yes."""
+        if app_id == APPLICATION_ID:
+            return True
+        tables = {r[0]: r[1] or "" for r in db.execute("SELECT name, sql FROM sqlite_master")}
+        if not tables:
+            return version == 0
+        sql = tables.get("runs", "")
+        return all(col in sql for col in ("uuid", "started_ts", "owner", "record"))
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         db.execute("BEGIN")  # one snapshot: another carbonrun may be creating this store right now
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             app_id = db.execute("PRAGMA application_id").fetchone()[0]
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            ours = self._is_ours(db, version, app_id)
         finally:
             db.execute("COMMIT")
+        if not ours:
+            raise StoreError(f"{self.path} is an SQLite file of another application; it was left untouched:"
+                             " pass --store PATH to use another file")
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer carbonrun (store schema {version});"
                              " upgrade carbonrun to read it")
-        if app_id == 0 and version == 0:
-            if tables:
-                raise StoreError(f"{self.path} is an SQLite file of another application; it was left untouched:"
-                                 " pass --store PATH to use another file")
         if version == SCHEMA_VERSION:
             return
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -207,7 +266,7 @@ class Store:
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]  # another writer may have done it
             for v in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in filter(str.strip, _MIGRATIONS[v].split(";")):
+                for statement in filter(str.strip, _MIGRATIONS[v].split(";\n")):
                     db.execute(statement)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -215,6 +274,10 @@ class Store:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def schema_version(self) -> int:
+        with self._reading() as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         if self._db is not None:
@@ -224,27 +287,62 @@ class Store:
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """The open store; an SQLite failure mid-query (a damaged file) becomes a one-line StoreError."""
-        db = self.connect(create=False)
+        db = self._connection(create=False)
         try:
             yield db
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path} is damaged ({e}): move it aside or pass --store PATH") from None
 
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> Iterator[Row]:
+        with self._reading() as db:
+            yield from db.execute(sql, tuple(args))
+
+    def _command_filter(self) -> str:
+        return "(SELECT group_concat(value, ' ') FROM json_each(command)) LIKE ? ESCAPE '\\'"
+
+    def _tags_filter(self, tags: Dict[str, str]) -> Tuple[str, List[Any]]:
+        sql, args = [], []  # type: List[str], List[Any]
+        for k, v in tags.items():
+            sql.append("EXISTS (SELECT 1 FROM json_each(tags) WHERE key = ? AND value = ?)")
+            args += [k, v]
+        return " AND ".join(sql), args
+
+    def _timeline(self, run_id: int) -> Any:
+        with self._reading() as db:
+            row = db.execute("SELECT timeline FROM records WHERE id = ?", (run_id,)).fetchone()
+        return row[0] if row else None
+
     # -- writing -----------------------------------------------------------------------------------
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Many begin/save calls in one transaction, one sync (imports, benchmarks, tests)."""
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> List[Row]:
+        """One statement on the store (maintenance and tests); its rows."""
+        with self._reading() as db:
+            return list(db.execute(sql, tuple(args)))
+
     def begin(self, record: dict, started_ts: float) -> int:
         """Insert a starting run; returns its id (also written into the record)."""
-        db = self.connect()
-        owner = _owner_token(os.getpid())
+        db = self._connection()
         outer = db.in_transaction  # a caller's transaction (bulk inserts) is joined, not nested
         if not outer:
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("BEGIN IMMEDIATE")  # insert and fill in one transaction: one sync, not two
         try:
             cur = db.execute(
-                "INSERT INTO runs (uuid, started_at, started_ts, status, command, tags, owner, record)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (uuid, started_at, started_ts, status, command, tags, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (record["uuid"], record["started_at"], started_ts, record["status"], json.dumps(record["command"]),
-                 json.dumps(record["tags"]), owner, "{}"))
+                 json.dumps(record["tags"]), _owner_token()))
             record["id"] = cur.lastrowid
             self.save(record)
             if not outer:
@@ -254,20 +352,41 @@ class Store:
             if not outer:
                 db.execute("ROLLBACK")
             raise
-        return record["id"]
+        return int(record["id"])
 
     def save(self, record: dict) -> None:
         """Write the record as it stands. A checkpoint of a running record is not synced to disk
         (WAL keeps the file consistent; a power cut loses at most the last checkpoints); a
         finished record is."""
-        db = self.connect()
+        if record.get("id") is None:
+            raise StoreError("the run was never inserted")
+        db = self._connection()
+        try:
+            body, timeline = _dumps(record)
+        except ValueError:  # NaN or infinity somewhere: stored as null, with a note saying where
+            record = storable(record)
+            body, timeline = _dumps(record)
+        cols = summary_row(record)
         if not db.in_transaction:
             db.execute(f"PRAGMA synchronous = {'NORMAL' if record['status'] == 'running' else 'FULL'}")
-        db.execute("UPDATE runs SET status = ?, tags = ?, record = ? WHERE id = ?",
-                   (record["status"], json.dumps(record["tags"]), json.dumps(record), record["id"]))
+        outer = db.in_transaction
+        if not outer:
+            db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("UPDATE runs SET status = ?, tags = ?, duration_s = ?, total_kwh = ?, kg = ?, g_per_kwh = ?,"
+                       " job_id = ? WHERE id = ?",
+                       (record["status"], json.dumps(record["tags"]), cols["duration_s"], cols["total_kwh"],
+                        cols["kg"], cols["g_per_kwh"], cols["job_id"], record["id"]))
+            db.execute("INSERT OR REPLACE INTO records (id, record, timeline) VALUES (?, ?, ?)",
+                       (record["id"], body, timeline))
+            if not outer:
+                db.execute("COMMIT")
+        except BaseException:
+            if not outer:
+                db.execute("ROLLBACK")
+            raise
 
     def delete(self, ids: Iterable[int]) -> int:
-        """Remove runs by id in one transaction; unknown ids are ignored. Returns how many went."""
         wanted = sorted({int(i) for i in ids})
         if not wanted:
             return 0
@@ -277,108 +396,24 @@ class Store:
             try:
                 for i in range(0, len(wanted), 500):  # stay under SQLite's bound-variable limit
                     chunk = wanted[i:i + 500]
-                    removed += db.execute(f"DELETE FROM runs WHERE id IN ({','.join('?' * len(chunk))})",
-                                          chunk).rowcount
+                    marks = ",".join("?" * len(chunk))
+                    removed += db.execute(f"DELETE FROM runs WHERE id IN ({marks})", chunk).rowcount
+                    db.execute(f"DELETE FROM records WHERE id IN ({marks})", chunk)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         return removed
 
-    def prune_ids(self, keep: Optional[int] = None, older_than_days: Optional[float] = None,
-                  now: Optional[float] = None) -> List[int]:
-        """Ids `prune` would remove: beyond the newest `keep` AND older than the age given.
 
-        Each option protects runs; a run still being measured (live owner) is never chosen.
-        """
-        check_prune(keep, older_than_days)
-        sql, args = "SELECT id, status, owner FROM runs WHERE 1=1", []
-        if older_than_days is not None:
-            sql += " AND started_ts < ?"
-            args.append((time.time() if now is None else now) - older_than_days * 86400)
-        if keep is not None:
-            sql += " AND id NOT IN (SELECT id FROM runs ORDER BY id DESC LIMIT ?)"
-            args.append(keep)
-        with self._reading() as db:
-            rows = db.execute(sql + " ORDER BY id", args).fetchall()
-        return [r[0] for r in rows if not (r[1] == "running" and _owner_alive(r[2]))]
+def _dumps(record: dict) -> Tuple[str, Optional[str]]:
+    """(the record with its timeline left as null, the timeline): ValueError on NaN or infinity."""
+    timeline = record.get("timeline")
+    body = json.dumps({**record, "timeline": None} if "timeline" in record else record, allow_nan=False)
+    return body, None if timeline is None else json.dumps(timeline, allow_nan=False)
 
-    def prune(self, keep: Optional[int] = None, older_than_days: Optional[float] = None) -> int:
-        """Remove old runs (see prune_ids); returns how many were removed."""
-        return self.delete(self.prune_ids(keep, older_than_days))
 
-    # -- reading -----------------------------------------------------------------------------------
-    def _load(self, row) -> dict:
-        record = json.loads(row[1])
-        if row[2] == "running" and not _owner_alive(row[3]):
-            record["status"] = "incomplete"
-            record.setdefault("notes", []).append(
-                "carbonrun stopped before the run ended (killed or power lost): figures up to the last checkpoint")
-        return record
+Store = SqliteStore  # the name before the Store interface existed
 
-    def get(self, ref: str) -> dict:
-        """A run by `last`, `-N` (N-th most recent), numeric id, or uuid prefix."""
-        cols = "SELECT id, record, status, owner FROM runs"
-        ref = str(ref).strip()
-        with self._reading() as db:
-            if ref in ("last", "-1", ""):
-                row = db.execute(cols + " ORDER BY id DESC LIMIT 1").fetchone()
-            elif ref.startswith("-") and ref[1:].isdigit() and int(ref[1:]) > 0:
-                row = db.execute(cols + " ORDER BY id DESC LIMIT 1 OFFSET ?", (int(ref[1:]) - 1,)).fetchone()
-            else:
-                row = None
-            if ref.isdigit():
-                row = db.execute(cols + " WHERE id = ?", (int(ref),)).fetchone()
-            if row is None and len(ref) >= 4 and all(c in "0123456789abcdef-" for c in ref.lower()):
-                rows = db.execute(cols + " WHERE uuid LIKE ? LIMIT 2", (ref.lower() + "%",)).fetchall()
-                if len(rows) > 1:
-                    raise KeyError(f"run reference {ref!r} is ambiguous (several uuids start with it)")
-                row = rows[0] if rows else None
-            if row is None:
-                raise KeyError(f"no run {ref!r} in {self.path}" if ref not in ("last", "") else
-                               f"no runs stored yet in {self.path}")
-            return self._load(row)
-
-    def query(self, *, limit: Optional[int] = None, tags: Optional[dict] = None, command: Optional[str] = None,
-              status: Optional[str] = None, since_ts: Optional[float] = None, brief: bool = False) -> List[dict]:
-        """Runs, newest first, filtered in SQL (only `running` vs `incomplete` needs the owner check).
-
-        `brief` leaves out each record's timeline, in SQLite: listing thousands of runs stays quick.
-        """
-        record = "json_remove(record, '$.timeline')" if brief else "record"
-        sql, args = f"SELECT id, {record}, status, owner FROM runs WHERE 1=1", []
-        if status:
-            sql += " AND status = ?"
-            args.append("running" if status in ("running", "incomplete") else status)
-        if since_ts is not None:
-            sql += " AND started_ts >= ?"
-            args.append(since_ts)
-        if command:  # on the command line as typed (argv joined by spaces), case-insensitive
-            sql += (" AND (SELECT group_concat(value, ' ') FROM json_each(command)) LIKE ? ESCAPE '\\'")
-            args.append("%" + command.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        for k, v in (tags or {}).items():
-            sql += " AND EXISTS (SELECT 1 FROM json_each(tags) WHERE key = ? AND value = ?)"
-            args += [k, v]
-        sql += " ORDER BY id DESC"
-        out: List[dict] = []
-        with self._reading() as db:
-            for row in db.execute(sql, args):
-                if status in ("running", "incomplete") and _owner_alive(row[3]) != (status == "running"):
-                    continue
-                out.append(self._load(row))
-                if limit and len(out) >= limit:
-                    break
-        return out
-
-    def count(self) -> int:
-        with self._reading() as db:
-            return db.execute("SELECT count(*) FROM runs").fetchone()[0]
-
-    def ids(self, prefix: str = "") -> List[str]:
-        """Run ids for shell completion (newest first)."""
-        try:
-            with self._reading() as db:
-                rows = db.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 200").fetchall()
-        except (StoreError, sqlite3.Error):
-            return []
-        return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "NoStore", "SqliteStore", "Store", "StoreError", "check_prune",
+           "default_path"]

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from carbonrun.errors import CarbonrunError
+from carbonrun import paths
 from carbonrun.record import iso
 from carbonrun.settings import Settings
+from carbonrun.units import counted_key, joules
 
 SCHEMA = "carbonrun.sweep/1"
 STATE_SCHEMA = "carbonrun.sweep-limits/1"
@@ -127,10 +129,10 @@ class RunResult:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> "RunResult":
-        key = "job_j" if record.get("attribution", "process") == "process" else "machine_j"
+        key = counted_key(record.get("attribution", "process"))
         gpus = [c[key] for c in record.get("components", []) if c.get("component") == "gpu"]
         return cls(record.get("id"), record.get("status", "failed"), record.get("exit_code"),
-                   float(record.get("duration_s", 0.0)), float(record["energy"]["total_kwh"]) * 3.6e6,
+                   float(record.get("duration_s", 0.0)), joules(float(record["energy"]["total_kwh"])),
                    sum(gpus) if gpus else None)
 
 
@@ -363,11 +365,7 @@ def check_permission(gpus: Sequence[GpuLimit]) -> None:
 
 def state_path(env: Optional[Mapping[str, str]] = None) -> Path:
     """Where the original limits wait while a sweep runs: carbonrun's home, else the XDG state dir."""
-    env = os.environ if env is None else env
-    if env.get("CARBONRUN_HOME"):
-        return Path(env["CARBONRUN_HOME"]) / "sweep-limits.json"
-    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "carbonrun" / "sweep-limits.json"
+    return paths.state_dir(env) / "sweep-limits.json"
 
 
 def read_state(path: Path) -> Optional[dict]:
@@ -385,12 +383,12 @@ def read_state(path: Path) -> Optional[dict]:
 
 def check_no_pending(path: Path) -> None:
     """Refuse to start while another sweep runs, or a killed one left limits changed."""
-    from carbonrun.store.sqlite import _owner_alive
+    from carbonrun.store.owner import owner_alive
 
     state = read_state(path)
     if state is None:
         return
-    if _owner_alive(state.get("owner")):
+    if owner_alive(state.get("owner")):
         raise CarbonrunError(f"another sweep (pid {state.get('pid')}) is changing GPU power limits "
                              f"({path}); wait for it to finish", 2)
     raise CarbonrunError(f"a previous sweep (pid {state.get('pid')}) ended without restoring the GPU power "
@@ -398,10 +396,10 @@ def check_no_pending(path: Path) -> None:
 
 
 def _write_state(path: Path, sweep_id: str, gpus: Sequence[GpuLimit]) -> None:
-    from carbonrun.store.sqlite import _owner_token
+    from carbonrun.store.owner import owner_token
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"schema": STATE_SCHEMA, "sweep": sweep_id, "pid": os.getpid(), "owner": _owner_token(os.getpid()),
+    data = {"schema": STATE_SCHEMA, "sweep": sweep_id, "pid": os.getpid(), "owner": owner_token(os.getpid()),
             "written_at": time.time(),
             "gpus": [{"index": g.index, "uuid": g.uuid, "name": g.name, "limit_mw": g.original_mw} for g in gpus]}
     from carbonrun.files import write_atomic
@@ -466,12 +464,12 @@ class LimitGuard:
 
 def restore_from_state(path: Path) -> Tuple[List[str], List[str]]:
     """`carbonrun sweep --restore`: (what was restored, failures); the GPUs are found again by UUID."""
-    from carbonrun.store.sqlite import _owner_alive
+    from carbonrun.store.owner import owner_alive
 
     state = read_state(path)
     if state is None:
         return [], []
-    if _owner_alive(state.get("owner")):
+    if owner_alive(state.get("owner")):
         raise CarbonrunError(f"a sweep (pid {state.get('pid')}) is still running and puts the limits back "
                              "itself when it ends (Ctrl-C stops it)", 2)
     targets, done = [], []

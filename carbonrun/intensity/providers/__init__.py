@@ -1,39 +1,63 @@
 """Live grid-intensity providers, one module each, all behind providers.base.Provider.
 
-Adding a provider means adding a module and one line to _REGISTRY. Modules load on first use, and
-nothing here touches the network until a provider's method is called.
+The provider names are defined here and nowhere else: settings validate against NAMES, help texts list
+them, and get_provider maps them to classes. Adding a provider means adding a module and one entry to
+_CLASSES (plus its credential variables, if any). This module stays light because settings import it
+at start-up: the provider modules (and urllib) load on first use, and nothing touches the network until
+a provider's method is called.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any, List, Mapping, Optional
+import os
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
-from carbonrun.intensity.providers.base import Provider, ProviderError, Reading, Segment, UnknownProvider
+if TYPE_CHECKING:
+    from carbonrun.intensity.providers.base import Provider
 
-__all__ = ["Provider", "ProviderError", "Reading", "Segment", "UnknownProvider", "get_provider", "provider_names"]
-
-_REGISTRY = {
+_CLASSES: Dict[str, Tuple[str, str]] = {
     "uk": ("carbonrun.intensity.providers.uk", "UKCarbonIntensity"),
     "electricitymaps": ("carbonrun.intensity.providers.electricitymaps", "ElectricityMaps"),
     "watttime": ("carbonrun.intensity.providers.watttime", "WattTime"),
 }
-_ALIASES = {
-    "carbonintensity": "uk", "carbon-intensity": "uk", "national-grid": "uk", "gb": "uk",
-    "electricity-maps": "electricitymaps", "electricitymap": "electricitymaps", "em": "electricitymaps",
-    "wt": "watttime",
+NAMES: Tuple[str, ...] = tuple(_CLASSES)
+OFF = "none"  # a flag or project config turning off a provider set in the user's config
+# Credentials come from the environment (or [providers.<name>] in a config file), never from a flag.
+CREDENTIAL_ENV: Dict[str, Dict[str, str]] = {
+    "electricitymaps": {"token": "CARBONRUN_ELECTRICITYMAPS_TOKEN"},
+    "watttime": {"user": "CARBONRUN_WATTTIME_USER", "password": "CARBONRUN_WATTTIME_PASSWORD"},
 }
 
 
 def provider_names() -> List[str]:
-    """The canonical provider names (for --provider choices and help)."""
-    return list(_REGISTRY)
+    """The provider names (for --provider choices and help)."""
+    return list(NAMES)
 
 
-def get_provider(name: str, options: Optional[Mapping[str, Any]] = None) -> Provider:
+def names_help() -> str:
+    return f"{', '.join(NAMES)} ({OFF}: off)"
+
+
+def configured(name: Optional[str]) -> Optional[str]:
+    """The provider a setting asks for, or None when it asks for none (unset, empty, or `none`)."""
+    key = (name or "").strip().lower()
+    return None if key in ("", OFF) else key
+
+
+def credentials(name: str, env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The provider's credentials found in the environment, as provider options."""
+    env = os.environ if env is None else env
+    return {opt: env[var] for opt, var in CREDENTIAL_ENV.get(name, {}).items() if env.get(var)}
+
+
+def get_provider(name: str, options: Optional[Mapping[str, Any]] = None) -> "Provider":
     """A configured provider; UnknownProvider (a ValueError) when no provider has that name."""
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
-        raise UnknownProvider(f"unknown intensity provider {name!r}; choose from {', '.join(_REGISTRY)}")
-    module, cls = _REGISTRY[key]
-    return getattr(importlib.import_module(module), cls)(options)
+    from carbonrun.intensity.providers.base import Provider, UnknownProvider
+
+    key = (name or "").strip().lower()
+    if key not in _CLASSES:
+        raise UnknownProvider(f"unknown intensity provider {name!r}; choose from {', '.join(NAMES)}")
+    module, cls = _CLASSES[key]
+    provider = getattr(importlib.import_module(module), cls)(options)
+    assert isinstance(provider, Provider)
+    return provider

@@ -12,10 +12,11 @@ import math
 import os
 import re
 import time
-from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from carbonrun.validate import G_PER_KWH, STEP_S, UNIX_TIME, number
 
+T = TypeVar("T")
 Segment = Tuple[float, float, float]  # (valid_from, valid_to, g CO2eq per kWh), unix seconds
 Reading = Tuple[float, float, float]  # (g CO2eq per kWh, valid_from, valid_to): what current() returns
 USER_AGENT = "carbonrun"
@@ -64,7 +65,9 @@ def parse_time(text: str) -> float:
 
 def iso(t: float) -> str:
     """Unix seconds as ISO 8601 UTC to the minute, the form the provider APIs take."""
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    from carbonrun.timefmt import iso as _iso
+
+    return _iso(t, utc=True, timespec="minutes")
 
 
 class DiskCache:
@@ -160,17 +163,19 @@ class Provider:
         return text
 
     def fail(self, message: str, status: Optional[int] = None) -> ProviderError:
-        return ProviderError(self.scrub(f"{self.title}: {message}"), status)
+        from carbonrun.redact import redact_text
+
+        return ProviderError(redact_text(self.scrub(f"{self.title}: {message}")), status)
 
     def fetch(
         self,
         path: str,
-        parse: Callable[[Any], Any],
-        expires: Callable[[Any], float],
+        parse: Callable[[Any], T],
+        expires: Callable[[T], float],
         params: Optional[Mapping[str, Any]] = None,
         headers: Union[None, Mapping[str, str], Callable[[], Mapping[str, str]]] = None,
         cache: bool = True,
-    ) -> Any:
+    ) -> T:
         """GET base_url+path as JSON, parse it, and cache the raw answer until expires(parsed).
 
         headers may be a callable so that a login happens only when the cache misses.
@@ -196,35 +201,157 @@ class Provider:
         return parsed
 
     def get_json(self, url: str, headers: Mapping[str, str]) -> Any:
-        """One GET with the timeout; every failure becomes a scrubbed ProviderError."""
-        import http.client
+        """One GET within the timeout, all of it; every failure becomes a scrubbed ProviderError."""
         import urllib.error
-        import urllib.request
 
-        req = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": USER_AGENT,
-                                                   **headers})
         shown = url.split("?", 1)[0]
+        if any(name.lower() in CREDENTIAL_HEADERS for name in headers):
+            problem = credential_problem(url)
+            if problem:
+                raise self.fail(f"refusing to send credentials to {shown}: {problem}")
         self.requests += 1
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
+            raw = http_get(url, {"Accept": "application/json", "User-Agent": USER_AGENT, **headers}, self.timeout)
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 raise self.fail(f"authentication refused (HTTP {exc.code}); check {self.credentials_hint()}",
                                 exc.code) from None
             raise self.fail(f"HTTP {exc.code} from {shown}", exc.code) from None
-        except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets
+        except TooLarge:
+            raise self.fail(f"answer from {shown} larger than {MAX_BODY >> 20} MiB") from None
+        except Exception as exc:  # URLError, timeouts, resets, malformed URLs, bad redirects
             reason = getattr(exc, "reason", exc)
             if isinstance(exc, TimeoutError) or "timed out" in str(reason):
                 raise self.fail(f"no answer from {shown} within {self.timeout:g} s") from None
             raise self.fail(f"cannot reach {shown} ({reason})") from None
         try:
             return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise self.fail(f"malformed JSON from {shown}") from None
 
     def credentials_hint(self) -> str:
         return "the provider's credentials"
+
+
+# -- HTTP: bounded, and credentials only where the user sent them --------------------------------------
+MAX_BODY = 8 << 20  # the APIs answer a few kB; a server streaming more is not an intensity provider
+CREDENTIAL_HEADERS = ("authorization", "auth-token", "proxy-authorization", "cookie", "x-api-key")
+
+
+class TooLarge(Exception):
+    """The answer went past MAX_BODY."""
+
+
+def _origin(url: str) -> Tuple[str, str, Optional[int]]:
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
+def is_loopback(host: Optional[str]) -> bool:
+    import ipaddress
+
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def credential_problem(url: str) -> Optional[str]:
+    """Why credentials must not go to `url` (None when they may): https only, but for loopback."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "the URL is malformed"
+    if parts.scheme.lower() == "https":
+        return None
+    if parts.scheme.lower() == "http" and is_loopback(host):
+        return None
+    return "credentials travel only over https (plain http only to a loopback address)"
+
+
+def _redirects() -> Any:
+    """A redirect handler that drops credential headers when the redirect leaves the origin
+    (scheme, host, port), as browsers and curl do, and follows only http(s)."""
+    import urllib.error
+    import urllib.request
+
+    class SameOriginCredentials(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+            import urllib.parse
+
+            target = urllib.parse.urljoin(req.full_url, newurl)
+            if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
+                raise urllib.error.HTTPError(target, code, "redirect to a scheme other than http(s)", headers, fp)
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and _origin(target) != _origin(req.full_url):
+                for name in list(new.headers):
+                    if name.lower() in CREDENTIAL_HEADERS:
+                        del new.headers[name]
+                for name in list(new.unredirected_hdrs):
+                    if name.lower() in CREDENTIAL_HEADERS:
+                        del new.unredirected_hdrs[name]
+            return new
+
+    return SameOriginCredentials
+
+
+def http_get(url: str, headers: Mapping[str, str], timeout: float, max_bytes: int = MAX_BODY) -> bytes:
+    """GET `url`, answer in hand within `timeout` seconds in all (connect, headers and body together).
+
+    urllib's timeout bounds each socket read, so a server sending one byte a second would hold a
+    caller for ever; the request runs on a daemon thread instead, and a late one is abandoned (its
+    socket timeout and MAX_BODY still end it). Redirects keep credentials within the origin.
+    """
+    import threading
+
+    deadline = time.monotonic() + timeout
+    box: Dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["body"] = _read_all(url, headers, deadline, timeout, max_bytes)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="carbonrun-http", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"timed out after {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    body: bytes = box["body"]
+    return body
+
+
+def _read_all(url: str, headers: Mapping[str, str], deadline: float, timeout: float, max_bytes: int) -> bytes:
+    import urllib.request
+
+    opener = urllib.request.build_opener(_redirects())
+    req = urllib.request.Request(url, headers=dict(headers))
+    chunks: List[bytes] = []
+    size = 0
+    with opener.open(req, timeout=timeout) as resp:
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError("timed out")
+            chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > max_bytes:
+                raise TooLarge()
+            chunks.append(chunk)
 
 
 def g_per_kwh(value: Any, scale: float = 1.0) -> float:

@@ -8,13 +8,14 @@ not the grid's average, so every figure from here carries a caveat note.
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional, TypeVar
 
 from carbonrun.intensity.providers.base import (
     Provider, ProviderError, Reading, Segment, env_or_option, g_per_kwh, iso, overlapping, parse_time,
     segments_from_points, step_s,
 )
 
+T = TypeVar("T")
 USER_ENV = "CARBONRUN_WATTTIME_USER"
 PASSWORD_ENV = "CARBONRUN_WATTTIME_PASSWORD"
 LB_PER_MWH_TO_G_PER_KWH = 0.453592
@@ -57,8 +58,8 @@ class WattTime(Provider):
         self._token = str(token)
         return self._token
 
-    def _authed(self, path: str, parse: Callable[[Any], Any], expires: Callable[[Any], float],
-                params: Mapping[str, Any]) -> Any:
+    def _authed(self, path: str, parse: Callable[[Any], T], expires: Callable[[T], float],
+                params: Mapping[str, Any]) -> T:
         """fetch() with a bearer token: log in on a cache miss, and once more if the token expired."""
         def headers() -> Mapping[str, str]:
             return {"Authorization": f"Bearer {self._token or self._login()}"}

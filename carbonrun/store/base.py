@@ -1,0 +1,390 @@
+"""The run store's interface, and what every SQL store shares (run references, queries, pruning).
+
+`Store` is what the engine, the gate, the sweep and the CLI see: begin/save while a run is measured,
+get/query/count/delete/prune afterwards. `SqlStore` writes each query once; SQLite and PostgreSQL
+differ only in their connection, their placeholders and a few filters. Reading is tolerant: a record
+that cannot be read (bad JSON, a non-finite figure) is skipped with a warning in `warnings` naming its
+id, so one bad row never hides the others.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from carbonrun.store.owner import owner_alive
+
+STATUSES = ("running", "completed", "failed", "interrupted", "incomplete")
+INCOMPLETE_NOTE = ("carbonrun stopped before the run ended (killed or power lost): figures up to the last"
+                   " checkpoint")
+NOT_FINITE_NOTE = "some figures were not finite numbers (NaN or infinite) and were stored as null: {}"
+
+
+class StoreError(Exception):
+    """A store that cannot be used; the message names the store and the fix."""
+
+
+class NoStore(StoreError):
+    """The store does not exist yet (nothing was ever run): not a broken store."""
+
+
+class UnreadableRecord(ValueError):
+    """One stored record that cannot be read back."""
+
+
+def check_prune(keep: Optional[int], older_than_days: Optional[float]) -> None:
+    """What `prune` accepts, the same for every store."""
+    if keep is None and older_than_days is None:
+        raise ValueError("give keep, older_than_days, or both")
+    if keep is not None and keep < 0 or older_than_days is not None and older_than_days < 0:
+        raise ValueError("keep and older_than_days must not be negative")
+
+
+def parse_ref(ref: str) -> Tuple[str, Any]:
+    """A run reference as (kind, value): ('offset', n) for last/-N, ('id', n), ('uuid', prefix), ('bad', ref)."""
+    ref = str(ref).strip()
+    if ref in ("last", ""):
+        return "offset", 0
+    if ref.startswith("-") and ref[1:].isdigit() and int(ref[1:]) > 0:
+        return "offset", int(ref[1:]) - 1
+    if ref.isdigit():
+        return "id", int(ref)
+    if len(ref) >= 4 and all(c in "0123456789abcdef-" for c in ref.lower()):
+        return "uuid", ref.lower()
+    return "bad", ref
+
+
+def finite(x: Any, path: str = "", bad: Optional[List[str]] = None) -> Any:
+    """`x` with NaN and infinities as None (JSON has neither); their paths are added to `bad`."""
+    if isinstance(x, float) and not math.isfinite(x):
+        if bad is not None:
+            bad.append(path or "value")
+        return None
+    if isinstance(x, dict):
+        return {k: finite(v, f"{path}.{k}" if path else str(k), bad) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v, f"{path}[{i}]", bad) for i, v in enumerate(x)]
+    return x
+
+
+def storable(record: dict) -> dict:
+    """The record as it may be stored: no NaN or infinity anywhere (a note says which were dropped)."""
+    bad: List[str] = []
+    clean = finite(record, "", bad)
+    if bad:
+        note = NOT_FINITE_NOTE.format(", ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""))
+        if note not in clean.setdefault("notes", []):
+            clean["notes"].append(note)
+    return clean
+
+
+def summary(record: dict) -> Tuple[Optional[float], Optional[float], Optional[float], Optional[float]]:
+    """The small columns a listing reads: duration_s, total_kwh, kg, g_per_kwh (None when not finite)."""
+    def num(v: Any) -> Optional[float]:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    return (num(record.get("duration_s")), num((record.get("energy") or {}).get("total_kwh")),
+            num((record.get("emissions") or {}).get("kg")), num((record.get("intensity") or {}).get("g_per_kwh")))
+
+
+def check_record(record: Any) -> dict:
+    """A record read back, or UnreadableRecord saying why: the figures every report uses must be numbers."""
+    if not isinstance(record, dict):
+        raise UnreadableRecord("not a JSON object")
+    if not isinstance(record.get("command"), list) or not isinstance(record.get("status"), str):
+        raise UnreadableRecord("no command or status")
+    for section, key in (("energy", "total_kwh"), ("emissions", "kg")):
+        v = (record.get(section) or {}).get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise UnreadableRecord(f"{section}.{key} is {v!r}, not a number")
+    for key, v in (("duration_s", record.get("duration_s")),
+                   ("intensity.g_per_kwh", (record.get("intensity") or {}).get("g_per_kwh"))):
+        if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise UnreadableRecord(f"{key} is {v!r}, not a number")
+    return record
+
+
+def load_json(value: Any) -> Any:
+    """A JSON column as Python: SQLite gives text, psycopg already decoded it."""
+    if isinstance(value, (bytes, str)):
+        return json.loads(value)
+    return value
+
+
+class Store(ABC):
+    """Where runs are kept. `where` names it in messages (a path, or a URL without its password)."""
+
+    kind = "abstract"
+    where = ""
+    refused: Optional[str] = None  # why the store could not be opened for a run
+
+    def __init__(self) -> None:
+        self.warnings: List[str] = []  # records skipped while reading, for the CLI to show
+
+    # -- life cycle ------------------------------------------------------------------------------------
+    @abstractmethod
+    def connect(self, create: bool = True) -> object:
+        """Open the store (creating it when `create`); StoreError (NoStore) when it cannot be used."""
+
+    def open_for_run(self) -> Optional[str]:
+        """Open for a run that is about to start. Never raises: an unusable store is a warning (returned),
+        later saves fail with StoreError and the engine keeps the record aside."""
+        try:
+            self.connect()
+        except StoreError as e:
+            self.refused = str(e)
+            return str(e)
+        return None
+
+    @abstractmethod
+    def close(self) -> None:
+        ...
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        """The store's schema version (0 when it has none yet)."""
+        return 0
+
+    # -- writing ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def begin(self, record: dict, started_ts: float) -> Optional[int]:
+        """Store a starting run; its id (also set in the record), or None when it was spooled."""
+
+    @abstractmethod
+    def save(self, record: dict) -> None:
+        """Store the record as it stands (a checkpoint or the final version); StoreError if it cannot."""
+
+    @abstractmethod
+    def delete(self, ids: Iterable[int]) -> int:
+        """Remove runs by id in one transaction; unknown ids are ignored. Returns how many went."""
+
+    def keep_aside(self, record: dict, text: Optional[str] = None) -> Path:
+        """Last resort when the store failed: the record (as `text`) in a private file of its own, in the
+        data directory, else the working directory, else /tmp; returns where."""
+        from carbonrun.files import private_dirs, write_atomic
+        from carbonrun.paths import data_dir
+
+        text = json.dumps(record, indent=2) if text is None else text
+        error: Optional[OSError] = None
+        for d in (data_dir(), Path.cwd(), Path("/tmp")):
+            try:
+                path = private_dirs(d) / f"carbonrun-{record['uuid']}.json"
+                write_atomic(path, text, fsync=True)
+                return path
+            except OSError as e:
+                error = error or e
+        raise error or OSError("nowhere to keep the record")
+
+    # -- reading ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def get(self, ref: str) -> dict:
+        """A run by `last`, `-N` (N-th most recent), numeric id, or uuid prefix; KeyError when not there."""
+
+    @abstractmethod
+    def query(self, *, limit: Optional[int] = None, tags: Optional[Dict[str, str]] = None,
+              command: Optional[str] = None, status: Optional[str] = None, since_ts: Optional[float] = None,
+              job: Optional[str] = None, brief: bool = False, summary: bool = False) -> List[dict]:
+        """Runs, newest first. `brief` leaves out each timeline; `summary` gives only what a listing
+        shows (id, uuid, started_at, status, command, tags, duration_s, energy.total_kwh, emissions.kg,
+        intensity.g_per_kwh), read from small columns."""
+
+    @abstractmethod
+    def count(self) -> int:
+        ...
+
+    @abstractmethod
+    def ids(self, prefix: str = "") -> List[str]:
+        """Run ids for shell completion (newest first); nothing when the store cannot be read."""
+
+    @abstractmethod
+    def prune_ids(self, keep: Optional[int] = None, older_than_days: Optional[float] = None,
+                  now: Optional[float] = None) -> List[int]:
+        """Ids beyond the newest `keep` AND older than the age given; a run still measured is never chosen."""
+
+    def prune(self, keep: Optional[int] = None, older_than_days: Optional[float] = None) -> int:
+        """Remove old runs (see prune_ids); returns how many were removed."""
+        return self.delete(self.prune_ids(keep, older_than_days))
+
+
+Row = Sequence[Any]
+
+
+class SqlStore(Store):
+    """Queries written once. SQL here uses `?` placeholders; a backend with another style rewrites them.
+
+    A backend gives: `_rows` (run a read), the FROM clauses for records and summaries, the command,
+    tags and timeline SQL, and the writes.
+    """
+
+    FROM_RECORDS = "runs"  # id, record, status, owner
+    FROM_SUMMARY = "runs"  # the small columns
+    RECORD_COL = "record"
+
+    @abstractmethod
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> Iterable[Row]:
+        """Rows of a read; StoreError (NoStore) for a store that cannot be read."""
+
+    @abstractmethod
+    def _command_filter(self) -> str:
+        """SQL true when the command line (argv joined by spaces) matches a LIKE pattern `?`, any case."""
+
+    @abstractmethod
+    def _tags_filter(self, tags: Dict[str, str]) -> Tuple[str, List[Any]]:
+        ...
+
+    @abstractmethod
+    def _timeline(self, run_id: int) -> Any:
+        """The run's timeline kept apart from its record, or None."""
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def _record(self, row: Row) -> dict:
+        """A (id, record, status, owner) row as a record; UnreadableRecord when it cannot be read."""
+        try:
+            record = load_json(row[1])
+        except ValueError as e:
+            raise UnreadableRecord(f"bad JSON ({e})") from None
+        record = check_record(record)
+        record["id"] = row[0]
+        if record.get("timeline", 0) is None:
+            del record["timeline"]  # kept apart; `get` puts it back
+        return self._live(record, row[2], row[3])
+
+    @staticmethod
+    def _live(record: dict, status: str, owner: Optional[str]) -> dict:
+        if status == "running" and not owner_alive(owner):
+            record["status"] = "incomplete"
+            record.setdefault("notes", []).append(INCOMPLETE_NOTE)
+        return record
+
+    def _summary(self, row: Row) -> dict:
+        """A listing's row: id, uuid, started_at, status, owner, command, tags, duration, kWh, kg, g/kWh."""
+        rid, uuid, started_at, status, owner, command, tags, duration, kwh, kg, g = row
+        if kwh is None or kg is None:
+            raise UnreadableRecord("its energy or emissions are not numbers")
+        try:
+            command, tags = load_json(command), load_json(tags)
+        except ValueError as e:
+            raise UnreadableRecord(f"bad JSON ({e})") from None
+        record = {"id": rid, "uuid": uuid, "started_at": started_at, "status": status, "command": command,
+                  "tags": tags, "duration_s": duration, "energy": {"total_kwh": kwh}, "emissions": {"kg": kg}}
+        if g is not None:
+            record["intensity"] = {"g_per_kwh": g}
+        return self._live(record, status, owner)
+
+    def _skip(self, run_id: Any, e: Exception) -> None:
+        self.warnings.append(f"run #{run_id} cannot be read ({e}): skipped")
+
+    def get(self, ref: str) -> dict:
+        kind, value = parse_ref(ref)
+        cols = f"SELECT id, {self.RECORD_COL}, status, owner FROM {self.FROM_RECORDS}"
+        rows: List[Row] = []
+        if kind == "offset":
+            rows = list(self._rows(cols + " ORDER BY id DESC LIMIT 1 OFFSET ?", (value,)))
+        elif kind == "id":
+            rows = list(self._rows(cols + " WHERE id = ?", (value,)))
+        if not rows and (kind == "uuid" or kind == "id" and len(str(value)) >= 4):
+            # a uuid prefix (one of digits only when no run has that id)
+            rows = list(self._rows(cols + " WHERE uuid LIKE ? LIMIT 2", (str(ref).strip().lower() + "%",)))
+            if len(rows) > 1:
+                raise KeyError(f"run reference {ref!r} is ambiguous (several uuids start with it)")
+        if not rows:
+            raise KeyError(f"no runs stored yet in {self.where}" if str(ref).strip() in ("last", "") else
+                           f"no run {ref!r} in {self.where}")
+        try:
+            record = self._record(rows[0])
+        except UnreadableRecord as e:
+            raise StoreError(f"run #{rows[0][0]} in {self.where} cannot be read ({e})") from None
+        if "timeline" not in record:
+            timeline = self._timeline(rows[0][0])
+            if timeline is not None:
+                record["timeline"] = load_json(timeline)
+        return record
+
+    def query(self, *, limit: Optional[int] = None, tags: Optional[Dict[str, str]] = None,
+              command: Optional[str] = None, status: Optional[str] = None, since_ts: Optional[float] = None,
+              job: Optional[str] = None, brief: bool = False, summary: bool = False) -> List[dict]:
+        where, args = ["1=1"], []  # type: List[str], List[Any]
+        if status:
+            where.append("status = ?")
+            args.append("running" if status in ("running", "incomplete") else status)
+        if since_ts is not None:
+            where.append("started_ts >= ?")
+            args.append(since_ts)
+        if command:
+            where.append(self._command_filter())
+            args.append("%" + command.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        if tags:
+            sql, more = self._tags_filter({str(k): str(v) for k, v in tags.items()})
+            where.append(sql)
+            args += more
+        if job is not None:
+            where.append("job_id = ?")
+            args.append(str(job))
+        if summary:
+            sql = ("SELECT id, uuid, started_at, status, owner, command, tags, duration_s, total_kwh, kg, g_per_kwh"
+                   f" FROM {self.FROM_SUMMARY}")
+            make = self._summary
+        else:
+            sql = f"SELECT id, {self.RECORD_COL}, status, owner FROM {self.FROM_RECORDS}"
+            make = self._record
+        sql += " WHERE " + " AND ".join(where) + " ORDER BY id DESC"
+        live_only = status in ("running", "incomplete")
+        out: List[dict] = []
+        for row in self._rows(sql, args):  # SQLite streams: reading stops at the limit
+            if live_only and owner_alive(row[4 if summary else 3]) != (status == "running"):
+                continue
+            try:
+                record = make(row)
+            except UnreadableRecord as e:
+                self._skip(row[0], e)
+                continue
+            if brief:
+                record.pop("timeline", None)
+            elif not summary and "timeline" not in record:
+                timeline = self._timeline(row[0])
+                if timeline is not None:
+                    record["timeline"] = load_json(timeline)
+            out.append(record)
+            if limit and len(out) >= limit:
+                break
+        return out
+
+    def count(self) -> int:
+        return int(list(self._rows(f"SELECT count(*) FROM {self.FROM_SUMMARY}"))[0][0])
+
+    def ids(self, prefix: str = "") -> List[str]:
+        try:
+            rows = list(self._rows(f"SELECT id FROM {self.FROM_SUMMARY} ORDER BY id DESC LIMIT 200"))
+        except Exception:  # completion must never fail: no store, server away, damaged file
+            return []
+        return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
+
+    def prune_ids(self, keep: Optional[int] = None, older_than_days: Optional[float] = None,
+                  now: Optional[float] = None) -> List[int]:
+        check_prune(keep, older_than_days)
+        sql, args = f"SELECT id, status, owner FROM {self.FROM_SUMMARY} WHERE 1=1", []  # type: str, List[Any]
+        if older_than_days is not None:
+            sql += " AND started_ts < ?"
+            args.append((time.time() if now is None else now) - older_than_days * 86400)
+        if keep is not None:
+            sql += f" AND id NOT IN (SELECT id FROM {self.FROM_SUMMARY} ORDER BY id DESC LIMIT ?)"
+            args.append(keep)
+        rows = list(self._rows(sql + " ORDER BY id", args))
+        return [r[0] for r in rows if not (r[1] == "running" and owner_alive(r[2]))]
+
+
+def summary_row(record: dict) -> Dict[str, Any]:
+    """The columns a backend writes beside the record (the same for every store)."""
+    duration, kwh, kg, g = summary(record)
+    job = record.get("job") or {}
+    return {"duration_s": duration, "total_kwh": kwh, "kg": kg, "g_per_kwh": g,
+            "job_id": None if job.get("job_id") is None else str(job.get("job_id"))}
+

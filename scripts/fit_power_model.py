@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Fit carbonrun's server power model on SPECpower_ssj2008 results and write carbonrun/data/power_model.json.
+
+Why a script: the coefficients that estimate a machine's power without a hardware counter must be
+reproducible from the measurements and honest about their error. Standard library only.
+
+The model, one ridge regression per load level L in 0, 10, ..., 100 %:
+    log(wall watts at L) = b0 + b1 log(threads) + b2 log(chips) + b3 log(TDP per chip)
+                           + b4 log(memory GB) + b_arch
+The architecture comes from the CPU model string by the same rules carbonrun applies at run time
+(RULES below), so the cross-validation sees what a user's machine would. The range is the 5th and
+95th percentile of the out-of-fold ratio measured / predicted at each load level.
+
+Cross-validation is 10-fold, grouped by system (all results of one system name in one fold); the
+range is checked in a nested way (its quantiles come from an inner cross-validation of each outer
+training set) so that the coverage printed is that of unseen systems.
+
+    python scripts/fit_power_model.py [SPECPOWER_CSV] [--out carbonrun/data/power_model.json]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SRC = REPO.parent / "shared" / "data" / "specpower_servers.csv"
+DEFAULT_OUT = REPO / "carbonrun" / "data" / "power_model.json"
+LEVELS = list(range(0, 101, 10))
+RIDGE = 1.0  # shrinks the architecture offsets of rare families towards the average
+LOW_Q, HIGH_Q = 0.05, 0.95
+FOLDS = 10
+
+# (regex on the normalised model string, architecture); first match wins. Mirrored at run time.
+RULES: List[Tuple[str, str]] = [
+    (r"epyc \w{3}1", "epyc-gen1"), (r"epyc \w{3}2", "epyc-gen2"), (r"epyc \w{3}3", "epyc-gen3"),
+    (r"opteron", "opteron"),
+    (r"(platinum|gold|silver|bronze) \d3\d\d\w*h", "cooperlake"),
+    (r"(platinum|gold|silver|bronze) \d1\d\d", "skylake"), (r"(platinum|gold|silver|bronze) \d2\d\d", "cascadelake"),
+    (r"(platinum|gold|silver|bronze) \d3\d\d", "icelake"),
+    (r"\be3 1\d{3}\w*? ?v6", "kabylake"), (r"\be3 1\d{3}\w*? ?v5", "skylake"),
+    (r"\be\d \d{4}\w*? ?v4", "broadwell"), (r"\be\d \d{4}\w*? ?v3", "haswell"), (r"\be\d \d{4}\w*? ?v2", "ivybridge"),
+    (r"\be7 [248]8\d\d", "nehalem"), (r"\be[357] \d{4}", "sandybridge"),
+    (r"\be 2[12]\d\d", "coffeelake"), (r"\be 23\d\d", "rocketlake"),
+    (r"\bi\d \d{3}\b", "nehalem"), (r"\bi\d 2\d{3}", "sandybridge"), (r"\bi\d 3\d{3}", "ivybridge"),
+    (r"\bi\d 4\d{3}", "haswell"), (r"\bi\d [67]\d{3}", "skylake"),
+    (r"\b[xelw] ?(5[5-6]|3[4-6]|7[5-8])\d\d\b", "nehalem"),
+    (r"\b([xelw] ?|xeon (processor )?)(5[0-4]|3[0-3]|7[0-4])\d\d\b", "core"),
+]
+
+
+def normalise(model: str) -> str:
+    """Lower case, trademarks and punctuation gone: 'Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz' -> 'intel xeon gold 6148'."""
+    text = re.sub(r"\((r|tm)\)", " ", model.lower())
+    text = re.sub(r"\bcpu\b|@.*$|\d+(\.\d+)? ?ghz", " ", text)
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
+
+
+def architecture(model: str) -> str:
+    text = normalise(model)
+    for pattern, arch in RULES:
+        if re.search(pattern, text):
+            return arch
+    return "unknown"
+
+
+def load(path: Path) -> List[dict]:
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            rows.append({"system": r["system"], "model": r["cpu_model"], "label": r["architecture"],
+                         "arch": architecture(r["cpu_model"]), "chips": int(r["chips"]), "cores": int(r["cores"]),
+                         "threads": int(r["threads"]), "tdp": float(r["tdp_w"]) if r["tdp_w"] else None,
+                         "memory_gb": float(r["memory_gb"]), "w": [float(r[f"w_{lv}"]) for lv in LEVELS]})
+    return rows
+
+
+def defaults(rows: Sequence[dict]) -> Dict[str, dict]:
+    """Per architecture: median TDP per chip and threads per chip (for unknown TDPs and VM hosts)."""
+    out: Dict[str, dict] = {}
+    for arch in sorted({r["arch"] for r in rows} | {"unknown"}):
+        sel = [r for r in rows if r["arch"] == arch] or list(rows)
+        tdps = [r["tdp"] for r in sel if r["tdp"]] or [r["tdp"] for r in rows if r["tdp"]]
+        out[arch] = {"systems": sum(1 for r in rows if r["arch"] == arch),
+                     "tdp_w": statistics.median(tdps),
+                     "threads_per_chip": statistics.median(r["threads"] / r["chips"] for r in sel),
+                     "memory_gb_per_thread": round(statistics.median(r["memory_gb"] / r["threads"] for r in sel), 2)}
+    return out
+
+
+def features(r: dict, archs: Sequence[str], dflt: Dict[str, dict]) -> List[float]:
+    tdp = r["tdp"] or dflt.get(r["arch"], dflt["unknown"])["tdp_w"]
+    x = [1.0, math.log(r["threads"]), math.log(r["chips"]), math.log(tdp), math.log(r["memory_gb"])]
+    return x + [1.0 if r["arch"] == a else 0.0 for a in archs]
+
+
+def solve(a: List[List[float]], b: List[float]) -> List[float]:
+    """Gaussian elimination with partial pivoting (the systems are small and well conditioned)."""
+    n = len(b)
+    m = [row[:] + [b[i]] for i, row in enumerate(a)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda i: abs(m[i][c]))
+        m[c], m[p] = m[p], m[c]
+        for i in range(c + 1, n):
+            f = m[i][c] / m[c][c]
+            for j in range(c, n + 1):
+                m[i][j] -= f * m[c][j]
+    x = [0.0] * n
+    for i in range(n - 1, -1, -1):
+        x[i] = (m[i][n] - sum(m[i][j] * x[j] for j in range(i + 1, n))) / m[i][i]
+    return x
+
+
+def ridge(xs: List[List[float]], ys: List[float], numeric: int) -> List[float]:
+    """Least squares with a small penalty on the architecture offsets (not the intercept or slopes)."""
+    k = len(xs[0])
+    a = [[sum(x[i] * x[j] for x in xs) for j in range(k)] for i in range(k)]
+    for i in range(numeric, k):
+        a[i][i] += RIDGE
+    b = [sum(x[i] * y for x, y in zip(xs, ys)) for i in range(k)]
+    return solve(a, b)
+
+
+def fit(rows: Sequence[dict]) -> dict:
+    dflt = defaults(rows)
+    archs = sorted({r["arch"] for r in rows} - {"unknown"})
+    xs = [features(r, archs, dflt) for r in rows]
+    coefs = [ridge(xs, [math.log(r["w"][i]) for r in rows], 5) for i in range(len(LEVELS))]
+    return {"archs": archs, "defaults": dflt, "coefs": coefs}
+
+
+def predict(model: dict, r: dict) -> List[float]:
+    x = features(r, model["archs"], model["defaults"])
+    return [math.exp(sum(c * v for c, v in zip(coef, x))) for coef in model["coefs"]]
+
+
+def folds(rows: Sequence[dict], k: int) -> List[List[int]]:
+    """Systems dealt round-robin in order of first appearance: every result of a system in one fold."""
+    systems = list(dict.fromkeys(r["system"] for r in rows))
+    fold_of = {s: i % k for i, s in enumerate(systems)}
+    return [[i for i, r in enumerate(rows) if fold_of[r["system"]] == f] for f in range(k)]
+
+
+def out_of_fold(rows: Sequence[dict], k: int) -> List[List[float]]:
+    """Predictions for every row from a model that never saw its system."""
+    preds: List[List[float]] = [[] for _ in rows]
+    for test in folds(rows, k):
+        held = set(test)
+        model = fit([r for i, r in enumerate(rows) if i not in held])
+        for i in test:
+            preds[i] = predict(model, rows[i])
+    return preds
+
+
+def quantile(xs: Sequence[float], q: float) -> float:
+    s = sorted(xs)
+    pos = q * (len(s) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def band(rows: Sequence[dict], preds: Sequence[Sequence[float]]) -> List[Tuple[float, float]]:
+    """Per load level, the 5th and 95th percentile of measured / predicted."""
+    out = []
+    for i in range(len(LEVELS)):
+        ratios = [r["w"][i] / p[i] for r, p in zip(rows, preds)]
+        out.append((quantile(ratios, LOW_Q), quantile(ratios, HIGH_Q)))
+    return out
+
+
+def cross_validate(rows: Sequence[dict]) -> dict:
+    """Outer 10-fold grouped by system; the range of each outer fold from an inner 5-fold on its training set."""
+    errors, covered, total = [], 0, 0
+    for test in folds(rows, FOLDS):
+        held = set(test)
+        train = [r for i, r in enumerate(rows) if i not in held]
+        model = fit(train)
+        rng = band(train, out_of_fold(train, 5))
+        for i in test:
+            for lv, (p, m) in enumerate(zip(predict(model, rows[i]), rows[i]["w"])):
+                errors.append(abs(p - m) / m)
+                covered += rng[lv][0] * p <= m <= rng[lv][1] * p
+                total += 1
+    return {"mean_abs_error": statistics.mean(errors), "median_abs_error": statistics.median(errors),
+            "range_coverage": covered / total, "points": total, "systems": len({r["system"] for r in rows}),
+            "folds": FOLDS}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("src", nargs="?", type=Path, default=DEFAULT_SRC)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args(argv)
+    rows = load(args.src)
+    agree = sum(r["arch"] == {"kabylabe": "kabylake", "epyc": "epyc-gen3"}.get(r["label"], r["label"])
+                for r in rows if r["label"])
+    cv = cross_validate(rows)
+    model = fit(rows)
+    rng = band(rows, out_of_fold(rows, FOLDS))
+    names = ["intercept", "log_threads", "log_chips", "log_tdp_w_per_chip", "log_memory_gb"]
+    out = {
+        "about": "Wall power of a server at 0-100 % load: log(W) = intercept + sum(coef x feature) + arch offset, "
+                 "one row per load level. Fitted by scripts/fit_power_model.py; see ATTRIBUTION.md.",
+        "source": "SPECpower_ssj2008 results (SPEC), via Green Coding Solutions' cloud-energy dataset (MIT)",
+        "levels": LEVELS,
+        "features": names,
+        "coefficients": [[round(c, 5) for c in coef[:len(names)]] for coef in model["coefs"]],
+        "arch_offsets": {a: [round(coef[len(names) + j], 5) for coef in model["coefs"]]
+                         for j, a in enumerate(model["archs"])},
+        "range": {"low": [round(lo, 4) for lo, _ in rng], "high": [round(hi, 4) for _, hi in rng],
+                  "about": "5th and 95th percentile of measured / predicted, out of fold"},
+        "arch_defaults": model["defaults"],
+        "rules": [[p, a] for p, a in RULES],
+        "cross_validation": {k: round(v, 4) if isinstance(v, float) else v for k, v in cv.items()},
+    }
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"{len(rows)} results of {cv['systems']} systems; architecture rules agree with the labels on "
+          f"{agree}/{sum(1 for r in rows if r['label'])}")
+    print(f"cross-validated ({FOLDS}-fold, grouped by system): mean absolute error {cv['mean_abs_error']:.1%}, "
+          f"median {cv['median_abs_error']:.1%}; range covers {cv['range_coverage']:.1%} of {cv['points']} points")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
