@@ -124,10 +124,9 @@ class track:
         self.run.start()
         return self.run
 
-    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
         assert self.run is not None
-        self.run.finish(exc)
-        return False  # the block's exception propagates
+        self.run.finish(exc)  # the block's exception, if any, propagates
 
     def __call__(self, func: F) -> F:
         name = self.name or func.__qualname__

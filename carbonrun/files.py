@@ -20,14 +20,16 @@ _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (sta
 
 
 class RefusedPath(OSError):
-    """A path carbonrun will not write: the message names what it is and what to do."""
+    """A path carbonrun will not write. `strerror` says why ("it is a FIFO ..."), for callers that
+    print "cannot write PATH: {e.strerror}"; str() names the path too."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.strerror = message  # callers that print e.strerror show the whole reason
+    def __init__(self, path: PathLike, why: str) -> None:
+        super().__init__(why)
+        self.path, self.why = os.fspath(path), why
+        self.strerror = f"it is {why}: refused, left untouched"
 
     def __str__(self) -> str:
-        return self.strerror
+        return f"{self.path} is {self.why}: refused, left untouched"
 
 
 def kind(mode: int) -> str:
@@ -39,15 +41,9 @@ def kind(mode: int) -> str:
 
 
 def is_dev_null(path: PathLike) -> bool:
-    """The null device, by name or by a link to it: writing there means keeping nothing."""
-    p = os.fspath(path)
-    if p == DEV_NULL:
-        return True
-    try:
-        st, null = os.stat(p), os.stat(DEV_NULL)
-    except OSError:
-        return False
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev
+    """/dev/null, by name or through links: writing there means keeping nothing. (Any other device,
+    even one with the same numbers, is refused like every device.)"""
+    return os.path.realpath(os.fspath(path)) == DEV_NULL
 
 
 def check_replaceable(path: PathLike) -> Optional[os.stat_result]:
@@ -57,10 +53,9 @@ def check_replaceable(path: PathLike) -> Optional[os.stat_result]:
     except FileNotFoundError:
         return None
     if not stat.S_ISREG(st.st_mode):
-        raise RefusedPath(f"{os.fspath(path)} is {kind(st.st_mode)}, not a file carbonrun may write:"
-                          " refused, left untouched")
+        raise RefusedPath(path, f"{kind(st.st_mode)}, not a regular file")
     if st.st_uid != os.geteuid():
-        raise RefusedPath(f"{os.fspath(path)} belongs to another user (uid {st.st_uid}): refused, left untouched")
+        raise RefusedPath(path, f"a file of another user (uid {st.st_uid})")
     return st
 
 
@@ -113,7 +108,7 @@ def read_head(path: PathLike, size: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise RefusedPath(f"{os.fspath(path)} is {kind(os.fstat(fd).st_mode)}: refused, left untouched")
+            raise RefusedPath(path, kind(os.fstat(fd).st_mode))
         return os.read(fd, size)
     finally:
         os.close(fd)
@@ -126,3 +121,21 @@ def create_private(path: PathLike) -> bool:
     except FileExistsError:
         return False
     return True
+
+
+def append_text(path: PathLike, text: str) -> None:
+    """Append to a regular file of ours (a CI step summary), or create it 0600; never through a link,
+    never into a device or a FIFO (RefusedPath), never blocking."""
+    if is_dev_null(path):
+        return
+    check_replaceable(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the check: write nothing
+            raise RefusedPath(path, kind(os.fstat(fd).st_mode))
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)

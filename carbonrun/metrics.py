@@ -10,10 +10,13 @@ import math
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
-from carbonrun.units import counted_key
+from carbonrun.units import counted_j
+
+if TYPE_CHECKING:
+    from carbonrun.record import RunRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TEXTFILE = "carbonrun.prom"
@@ -40,7 +43,7 @@ def label_name(key: str) -> str:
     return name
 
 
-def base_labels(record: dict) -> Dict[str, str]:
+def base_labels(record: RunRecord) -> Dict[str, str]:
     """The run's tags and, under a launcher, its job: on every sample."""
     out = {label_name(k): str(v) for k, v in sorted((record.get("tags") or {}).items())}
     job = record.get("job")
@@ -66,12 +69,12 @@ def _family(name: str, kind: str, help_text: str, samples: List[Sample]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(record: dict) -> str:
+def render(record: RunRecord) -> str:
     """The run's metrics in the text format; energy is the counted share (job or machine) before PUE."""
     base = base_labels(record)
-    which = counted_key(record.get("attribution"))
-    energy = [({**base, "component": c["component"], "device": str(c["device"]), "source": c["source"]}, c[which])
-              for c in record.get("components", []) if c.get("counted", True)]
+    attribution = record.get("attribution")
+    energy = [({**base, "component": c["component"], "device": str(c["device"]), "source": c["source"]},
+               counted_j(c, attribution)) for c in record.get("components", []) if c.get("counted", True)]
     ci = record.get("intensity") or {}
     out = [
         # gauges: each is the last run's figure, replaced by the next run, not a running total
@@ -86,9 +89,10 @@ def render(record: dict) -> str:
     if ci.get("g_per_kwh") is not None:
         out.append(_family("carbonrun_intensity_grams_per_kwh", "gauge", "Grid intensity applied to the last run.",
                            [({**base, "region": str(ci.get("region") or "")}, ci["g_per_kwh"])]))
-    if record.get("ended_at"):
+    ended = record.get("ended_at")
+    if ended:
         out.append(_family("carbonrun_run_end_timestamp_seconds", "gauge", "When the last run ended (Unix time).",
-                           [(base, datetime.fromisoformat(record["ended_at"]).timestamp())]))
+                           [(base, datetime.fromisoformat(ended).timestamp())]))
     return "".join(out)
 
 
@@ -101,7 +105,7 @@ def write_textfile(directory: str, text: str) -> Path:
     return target
 
 
-def grouping(record: dict) -> Dict[str, str]:
+def grouping(record: RunRecord) -> Dict[str, str]:
     """The Pushgateway group: one per node (and job), so the next run there replaces this one."""
     from carbonrun.measure.launcher import hostname
 
@@ -124,16 +128,13 @@ def push_url(base: str, groups: Dict[str, str]) -> str:
 
 
 def push(base: str, text: str, groups: Dict[str, str], timeout: float = PUSH_TIMEOUT_S) -> None:
-    """HTTP PUT: the group's metrics become exactly these."""
-    import urllib.request
+    """HTTP PUT: the group's metrics become exactly these (within `timeout` in all: carbonrun/net.py)."""
+    from carbonrun.net import http_get
 
-    req = urllib.request.Request(push_url(base, groups), data=text.encode(), method="PUT",
-                                 headers={"Content-Type": CONTENT_TYPE})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        resp.read()
+    http_get(push_url(base, groups), {"Content-Type": CONTENT_TYPE}, timeout, method="PUT", data=text.encode())
 
 
-def export(record: dict, textfile: Optional[str], pushgateway: Optional[str]) -> bool:
+def export(record: RunRecord, textfile: Optional[str], pushgateway: Optional[str]) -> bool:
     """Write/push the run's metrics as configured; returns True when a note was added to the record."""
     if not textfile and not pushgateway:
         return False

@@ -83,7 +83,7 @@ class _RunRecordBase(TypedDict):
     started_at: str
     ended_at: Optional[str]
     duration_s: float
-    status: str  # running | completed | failed | interrupted
+    status: str  # one of STATUSES
     exit_code: Optional[int]
     attribution: str  # process | machine
     interval_s: float
@@ -227,7 +227,10 @@ def _component(m: Meter, machine_j: float, job_j: float, attribution: str) -> Co
     return c
 
 
-STATUSES = ("running", "completed", "failed", "interrupted")
+# Every status a stored run can have, defined once: running (being measured), completed or failed (the
+# command's exit code was 0 or not), interrupted (a signal ended it), incomplete (carbonrun itself stopped
+# before the run ended; the store marks it so, with the figures of the last checkpoint).
+STATUSES = ("running", "completed", "failed", "interrupted", "incomplete")
 
 
 def status_of(outcome: Outcome) -> str:

@@ -90,7 +90,7 @@ SPECS: Dict[str, Spec] = {
     "quiet": Spec(_bool, False, "no live table; a one-line summary"),
     "live": Spec(_bool, True, "draw the live table when stderr is a terminal"),
     "json": Spec(str, None, "also write the run record to this file"),
-    "store": Spec(str, None, "the run store: an SQLite file or a postgresql:// URL"),
+    "store": Spec(str, None, "the run store: an SQLite file, a postgresql:// URL, or none to keep nothing"),
     "gpus": Spec(str, "all", "GPUs to meter: all, none, or indices like 0,2"),
     "scc": Spec(_scc, None, "social cost of carbon LOW,CENTRAL,HIGH in USD per tonne"),
     "rapl_root": Spec(str, "/sys/class/powercap", "powercap root (for containers and tests)"),
@@ -104,10 +104,15 @@ SPECS: Dict[str, Spec] = {
     "embodied_gpu_kg": Spec(_number("embodied-gpu-kg", validate.EMBODIED_KG), 150.0, "manufacturing kg CO2eq per GPU"),
     "embodied_lifetime_years": Spec(_number("embodied-lifetime-years", validate.LIFETIME_YEARS), 4.0,
                                     "hardware lifetime, years"),
-    # issue 11: Prometheus export after each run (carbonrun/metrics.py)
+    # Prometheus export after each run (carbonrun/metrics.py)
     "prometheus_textfile": Spec(str, None, "node_exporter textfile collector directory: write carbonrun.prom there"),
     "pushgateway": Spec(str, None, "Prometheus Pushgateway URL to push each run's metrics to"),
 }
+
+
+# Where resolve's warnings go (a project file's destinations ignored): the CLI sets a stderr writer
+# here once, so every command shows them; the core itself never prints.
+warn: Optional[Callable[[str], None]] = None
 
 
 def env_name(name: str) -> str:
@@ -164,4 +169,8 @@ def resolve(flags: Mapping[str, Tuple[Any, str]], env: Optional[Mapping[str, str
                     break
         out.values[name] = value if value is None or where == "default" else _convert(name, value, where)
         out.sources[name] = where
+    sink = warn
+    if sink is not None:
+        for line in out.warnings:
+            sink(line)
     return out

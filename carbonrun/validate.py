@@ -29,6 +29,7 @@ EMBODIED_KG = Range(0.0, 1e7)
 LIFETIME_YEARS = Range(0.1, 100.0)
 SCC_USD_PER_T = Range(0.0, 1e6)
 DURATION_S = Range(1e-3, 366 * 86400.0)
+TIMEOUT_S = Range(0.001, 600.0)  # one HTTP request, all of it
 SAMPLE = Range(0.0, 1e12)  # one run's figure (kWh, kg, s, W) in a gate baseline: never negative
 
 

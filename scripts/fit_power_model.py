@@ -4,12 +4,15 @@
 Why a script: the coefficients that estimate a machine's power without a hardware counter must be
 reproducible from the measurements and honest about their error. Standard library only.
 
-The model, one ridge regression per load level L in 0, 10, ..., 100 %:
-    log(wall watts at L) = b0 + b1 log(threads) + b2 log(chips) + b3 log(TDP per chip)
-                           + b4 log(memory GB) + b_arch
-The architecture comes from the CPU model string by the same rules carbonrun applies at run time
-(RULES below), so the cross-validation sees what a user's machine would. The range is the 5th and
-95th percentile of the out-of-fold ratio measured / predicted at each load level.
+The model, one ridge regression per load level L in 0, 10, ..., 100 %, on t = log(threads),
+c = log(chips), d = log(TDP per chip), m = log(memory GB):
+    log(wall watts at L) = b0 + b1 t + b2 c + b3 d + b4 m + b5 t^2 + b6 m^2 + b7 d^2
+                           + b8 t d + b9 m t + b10 c d + offset(architecture)
+then two shrunk offsets fitted on what is left: one per CPU model, one per system vendor
+(mean log residual x n / (n + SHRINK): a model seen once moves a third of the way). The architecture
+comes from the CPU model string by the same rules carbonrun applies at run time (RULES below), so
+the cross-validation sees what a user's machine would. The range is the 5th and 95th percentile of
+the out-of-fold ratio measured / predicted at each load level.
 
 Cross-validation is 10-fold, grouped by system (all results of one system name in one fold); the
 range is checked in a nested way (its quantiles come from an inner cross-validation of each outer
@@ -34,6 +37,7 @@ DEFAULT_SRC = REPO.parent / "shared" / "data" / "specpower_servers.csv"
 DEFAULT_OUT = REPO / "carbonrun" / "data" / "power_model.json"
 LEVELS = list(range(0, 101, 10))
 RIDGE = 1.0  # shrinks the architecture offsets of rare families towards the average
+SHRINK = 0.5  # pseudo-count that pulls the CPU-model and vendor offsets towards 0
 LOW_Q, HIGH_Q = 0.05, 0.95
 FOLDS = 10
 
@@ -55,10 +59,20 @@ RULES: List[Tuple[str, str]] = [
 ]
 
 
+VENDOR_ALIASES = {"super": "supermicro", "hp": "hewlett", "hpe": "hewlett"}
+NUMERIC = ["intercept", "t", "c", "d", "m", "t*t", "m*m", "d*d", "t*d", "m*t", "c*d"]
+
+
+def vendor(name: str) -> str:
+    """First word of a system or DMI vendor name: 'Hewlett-Packard ProLiant' -> 'hewlett'."""
+    words = re.findall("[a-z]+", name.lower())
+    return VENDOR_ALIASES.get(words[0], words[0]) if words else ""
+
+
 def normalise(model: str) -> str:
     """Lower case, trademarks and punctuation gone: 'Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz' -> 'intel xeon gold 6148'."""
     text = re.sub(r"\((r|tm)\)", " ", model.lower())
-    text = re.sub(r"\bcpu\b|@.*$|\d+(\.\d+)? ?ghz", " ", text)
+    text = re.sub(r"\b(cpu|processor)\b|@.*$|\d+(\.\d+)? ?ghz", " ", text)
     return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
 
 
@@ -74,7 +88,7 @@ def load(path: Path) -> List[dict]:
     rows = []
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
-            rows.append({"system": r["system"], "model": r["cpu_model"], "label": r["architecture"],
+            rows.append({"system": r["system"], "vendor": vendor(r["system"]), "model": r["cpu_model"], "label": r["architecture"],
                          "arch": architecture(r["cpu_model"]), "chips": int(r["chips"]), "cores": int(r["cores"]),
                          "threads": int(r["threads"]), "tdp": float(r["tdp_w"]) if r["tdp_w"] else None,
                          "memory_gb": float(r["memory_gb"]), "w": [float(r[f"w_{lv}"]) for lv in LEVELS]})
@@ -85,7 +99,7 @@ def defaults(rows: Sequence[dict]) -> Dict[str, dict]:
     """Per architecture: median TDP per chip and threads per chip (for unknown TDPs and VM hosts)."""
     out: Dict[str, dict] = {}
     for arch in sorted({r["arch"] for r in rows} | {"unknown"}):
-        sel = [r for r in rows if r["arch"] == arch] or list(rows)
+        sel = [r for r in rows if r["arch"] == arch and arch != "unknown"] or list(rows)  # unknown: all systems
         tdps = [r["tdp"] for r in sel if r["tdp"]] or [r["tdp"] for r in rows if r["tdp"]]
         out[arch] = {"systems": sum(1 for r in rows if r["arch"] == arch),
                      "tdp_w": statistics.median(tdps),
@@ -96,7 +110,8 @@ def defaults(rows: Sequence[dict]) -> Dict[str, dict]:
 
 def features(r: dict, archs: Sequence[str], dflt: Dict[str, dict]) -> List[float]:
     tdp = r["tdp"] or dflt.get(r["arch"], dflt["unknown"])["tdp_w"]
-    x = [1.0, math.log(r["threads"]), math.log(r["chips"]), math.log(tdp), math.log(r["memory_gb"])]
+    t, c, d, m = math.log(r["threads"]), math.log(r["chips"]), math.log(tdp), math.log(r["memory_gb"])
+    x = [1.0, t, c, d, m, t * t, m * m, d * d, t * d, m * t, c * d]
     return x + [1.0 if r["arch"] == a else 0.0 for a in archs]
 
 
@@ -131,13 +146,27 @@ def fit(rows: Sequence[dict]) -> dict:
     dflt = defaults(rows)
     archs = sorted({r["arch"] for r in rows} - {"unknown"})
     xs = [features(r, archs, dflt) for r in rows]
-    coefs = [ridge(xs, [math.log(r["w"][i]) for r in rows], 5) for i in range(len(LEVELS))]
-    return {"archs": archs, "defaults": dflt, "coefs": coefs}
+    coefs = [ridge(xs, [math.log(r["w"][i]) for r in rows], len(NUMERIC)) for i in range(len(LEVELS))]
+    model = {"archs": archs, "defaults": dflt, "coefs": coefs, "offsets": {}}
+    for key in ("cpu_model", "vendor"):
+        residuals: Dict[str, List[List[float]]] = {}
+        for r in rows:
+            residuals.setdefault(_key(r, key), []).append([math.log(w / p) for w, p in zip(r["w"], predict(model, r))])
+        model["offsets"][key] = {k: [sum(v[i] for v in vs) / (len(vs) + SHRINK) for i in range(len(LEVELS))]
+                                 for k, vs in residuals.items() if k and (key == "vendor" or re.search(r"\d", k))}
+    return model
+
+
+def _key(r: dict, key: str) -> str:
+    return normalise(r["model"]) if key == "cpu_model" else r["vendor"]
 
 
 def predict(model: dict, r: dict) -> List[float]:
     x = features(r, model["archs"], model["defaults"])
-    return [math.exp(sum(c * v for c, v in zip(coef, x))) for coef in model["coefs"]]
+    logs = [sum(c * v for c, v in zip(coef, x)) for coef in model["coefs"]]
+    for key, table in model["offsets"].items():
+        logs = [a + b for a, b in zip(logs, table.get(_key(r, key), [0.0] * len(logs)))]
+    return [math.exp(v) for v in logs]
 
 
 def folds(rows: Sequence[dict], k: int) -> List[List[int]]:
@@ -204,23 +233,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     cv = cross_validate(rows)
     model = fit(rows)
     rng = band(rows, out_of_fold(rows, FOLDS))
-    names = ["intercept", "log_threads", "log_chips", "log_tdp_w_per_chip", "log_memory_gb"]
+    names = NUMERIC
     out = {
-        "about": "Wall power of a server at 0-100 % load: log(W) = intercept + sum(coef x feature) + arch offset, "
-                 "one row per load level. Fitted by scripts/fit_power_model.py; see ATTRIBUTION.md.",
+        "about": "Wall power of a server at 0-100 % load (one entry per level): log(W) = sum(coefficient x feature) "
+                 "+ offsets of the architecture, CPU model and vendor, where t = log(threads), c = log(chips), "
+                 "d = log(TDP W per chip), m = log(memory GB). Fitted by scripts/fit_power_model.py; see "
+                 "ATTRIBUTION.md.",
         "source": "SPECpower_ssj2008 results (SPEC), via Green Coding Solutions' cloud-energy dataset (MIT)",
         "levels": LEVELS,
         "features": names,
         "coefficients": [[round(c, 5) for c in coef[:len(names)]] for coef in model["coefs"]],
         "arch_offsets": {a: [round(coef[len(names) + j], 5) for coef in model["coefs"]]
                          for j, a in enumerate(model["archs"])},
+        "cpu_model_offsets": {k: [round(v, 3) for v in vs] for k, vs in sorted(model["offsets"]["cpu_model"].items())},
+        "vendor_offsets": {k: [round(v, 3) for v in vs] for k, vs in sorted(model["offsets"]["vendor"].items())},
+        "vendor_aliases": VENDOR_ALIASES,
         "range": {"low": [round(lo, 4) for lo, _ in rng], "high": [round(hi, 4) for _, hi in rng],
                   "about": "5th and 95th percentile of measured / predicted, out of fold"},
         "arch_defaults": model["defaults"],
         "rules": [[p, a] for p, a in RULES],
         "cross_validation": {k: round(v, 4) if isinstance(v, float) else v for k, v in cv.items()},
     }
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    text = json.dumps(out, indent=1)
+    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)  # a list per line
+    args.out.write_text(text + "\n")
     print(f"{len(rows)} results of {cv['systems']} systems; architecture rules agree with the labels on "
           f"{agree}/{sum(1 for r in rows if r['label'])}")
     print(f"cross-validated ({FOLDS}-fold, grouped by system): mean absolute error {cv['mean_abs_error']:.1%}, "

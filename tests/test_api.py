@@ -184,6 +184,21 @@ def test_same_options_give_the_same_record_through_the_cli_and_track(env, tmp_pa
         assert f"}} {float(rec['duration_s'])!r}\n" in text  # this run's figures, not the other's
 
 
+def test_record_round_trips_through_json_and_other_schemas_are_refused(env):
+    from carbonrun.record import SCHEMA, from_json, to_json
+
+    with carbonrun.track("json") as run:
+        pass
+    assert from_json(to_json(run.record)) == run.record
+    assert from_json(json.loads(to_json(run.record)))["schema"] == SCHEMA
+    with pytest.raises(ValueError, match="not a carbonrun.run/1 record"):
+        from_json(to_json({**run.record, "schema": "carbonrun.run/2"}))
+    with pytest.raises(ValueError, match="lacks uuid"):
+        from_json({k: v for k, v in run.record.items() if k != "uuid"})
+    with pytest.raises(ValueError):
+        from_json("[1, 2]")
+
+
 def test_track_is_lazy_attribute_of_the_package():
     from carbonrun import api
 

@@ -1,6 +1,7 @@
 """Terminal manners: colour only on a terminal without NO_COLOR, one-line errors, --version, examples."""
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -145,3 +146,72 @@ def test_every_command_help_has_examples(cli, name):
     p = cli(name, "--help")
     assert p.returncode == 0, p.stderr.decode()
     assert b"Examples" in p.stdout, f"`carbonrun {name} --help` has no Examples section"
+
+
+# ------------------------------------------------------------------------------------------ usage manners
+
+
+@pytest.mark.parametrize("args, says", [
+    (["report", "--format"], "'carbonrun report --help'"),
+    (["report", "--format", "nope"], "choose from table, json"),
+    (["compare", "1"], "Missing argument 'B'"),
+    (["rm"], "Missing argument"),
+    (["--pue", "1.1", "--bogus", "true"], "'carbonrun run --help'"),
+    (["history", "--status", "lost"], "'carbonrun history --help'"),
+])
+def test_click_usage_errors_are_one_line_with_where_to_look(cli, args, says):
+    line = one_line_error(cli(*args))
+    assert says in line and "Usage:" not in line and "--help" in line
+
+
+def test_unknown_run_id_exits_2_with_a_hint(cli):
+    assert cli("--quiet", "true").returncode == 0
+    line = one_line_error(cli("report", "99"))
+    assert "no run '99'" in line and "carbonrun history" in line
+
+
+def test_options_before_a_subcommand(cli, tmp_path):
+    store = str(tmp_path / "elsewhere.sqlite")
+    p = cli("--quiet", "run", "--", "true")
+    assert p.returncode == 0 and len(p.stderr.decode().splitlines()) == 1, p.stderr.decode()  # the one-line summary
+    assert cli("--store", store, "--quiet", "run", "true").returncode == 0
+    shown = cli("--store", store, "report", "last", "--format", "json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["command"] == ["true"]
+    assert cli.record()["command"] == ["true"]  # the default store got the first run only
+    line = one_line_error(cli("--region", "FR", "report", "last"))
+    assert "does not take --region" in line
+
+
+def test_a_near_subcommand_that_is_no_program_suggests_it_and_stores_nothing(cli):
+    line = one_line_error(cli("reprot", "last"))
+    assert "did you mean 'carbonrun report'" in line and "carbonrun run -- reprot" in line
+    assert "no runs stored yet" in one_line_error(cli("report", "last"), code=1)
+
+
+def test_a_command_that_never_started_is_not_the_last_run_intensity_compares(cli):
+    assert cli("--quiet", "--region", "FR", "true").returncode == 0
+    missing = cli("--quiet", "run", "--", "no-such-program-carbonrun")
+    assert missing.returncode == 127
+    assert cli.record()["exit_code"] == 127  # stored, as every run is
+    p = cli("intensity", "--compare", "FR", "DE", "--json")
+    assert p.returncode == 0, p.stderr.decode()
+    assert json.loads(p.stdout)["run"] == cli.record("-2")["id"]
+
+
+def test_report_format_from_the_output_extension(cli):
+    assert cli("--quiet", "true").returncode == 0
+    for name, check in (("run.html", "<!DOCTYPE html>"), ("run.json", '"schema"'), ("run.md", "| Energy |"),
+                        ("run.csv", "id,uuid,"), ("run.tex", "\\footnote{")):
+        assert cli("report", "-o", name).returncode == 0
+        assert check in (cli.home / name).read_text(), name
+    assert cli("report", "-o", "run.html", "--format", "json").returncode == 0  # an explicit format wins
+    assert (cli.home / "run.html").read_text().startswith("{")
+
+
+def test_config_shows_effective_defaults(cli):
+    p = cli("config")
+    assert p.returncode == 0, p.stderr.decode()
+    assert "(not set)" not in p.stdout.decode()
+    rows = {line.split()[0]: line for line in p.stdout.decode().splitlines() if line.strip()}
+    assert "120,190,340 (US EPA)" in rows["scc"] and "runs.sqlite" in rows["store"]
+    assert "time zone" in rows["region"]

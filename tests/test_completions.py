@@ -66,3 +66,18 @@ def test_run_ids_complete_in_zsh(cli):
 @pytest.mark.parametrize("prefix, expected", [("doc", "plain,doctor"), ("conf", "plain,config")])
 def test_subcommands_complete(cli, prefix, expected):
     assert expected in complete(cli, f"carbonrun {prefix}", 1)
+
+
+def test_top_level_completes_the_run_options(cli):
+    out = complete(cli, "carbonrun --re", 1)
+    assert "plain,--region" in out
+    after = complete(cli, "carbonrun --region FR --pu", 3)
+    assert {"plain,--pue", "plain,--pushgateway"} <= set(after)
+
+
+def test_report_formats_and_sweep_objectives_complete(cli):
+    formats = complete(cli, "carbonrun report --format ", 3)
+    assert {"plain,html", "plain,statement", "plain,latex", "plain,codecarbon"} <= set(formats)
+    assert complete(cli, "carbonrun report --format h", 3) == ["plain,html"]
+    objectives = complete(cli, "carbonrun sweep --objective ", 3)
+    assert {"plain,energy", "plain,time", "plain,edp"} <= set(objectives)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from carbonrun.accounting.embodied import GPU_KG, LIFETIME_YEARS, SERVER_KG, YEAR_S, section, summary_line
+from carbonrun.accounting.embodied import GPU_KG, LIFETIME_YEARS, SERVER_KG, YEAR_S, section
 from carbonrun.settings import resolve
 
 
@@ -75,10 +75,6 @@ def test_kept_beside_the_emissions():
     assert emb["included_in_emissions"] is False
     assert {"kg", "method", "basis", "per_device"} <= set(emb)
     assert any("cloudcarbonfootprint.org" in s for s in emb["sources"])
-    r["embodied"] = emb
-    label, text = summary_line(r)
-    assert label == "embodied" and "not in the emissions" in text
-    assert summary_line(record()) is None
 
 
 def test_share_is_capped_and_safe():

@@ -12,9 +12,11 @@ import json
 import math
 import random
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -387,6 +389,8 @@ def test_against_with_no_matching_runs_is_a_usage_error(cli):
     (["--warmup", "0", "--", "sh", "-c", "exit 4"], "run 1/5 failed (exit 4"),
     (["--", "sh", "-c", "exit 4"], "warm-up run 1 failed (exit 4)"),
     (["--", "no-such-program-xyz"], "command not found"),
+    (["--vs", "sh -c 'exit 4'", "--", "true"], "warm-up run 1 of the baseline failed (exit 4)"),
+    (["--vs", "true", "--warmup", "0", "--", "no-such-program-xyz"], "command not found"),
 ])
 def test_failing_command_exits_3(cli, argv, says):
     p = cli("gate", "--max-kwh", "1", *argv)
@@ -624,7 +628,7 @@ def test_sequential_gate_stops_as_soon_as_decided(cli):
     result = json.loads((cli.home / "r.json").read_text())
     seq = result["pairs"]["sequential"]
     assert result["pairs"]["n"] == 7 and seq["looks"] == [7, 10, 12] and seq["stopped_early"]
-    assert sum(seq["alphas"]) <= 0.05 and "decided after 7 of at most 12 pairs" in err(heavy)
+    assert sum(seq["alphas"]) == pytest.approx(0.05) and "decided after 7 of at most 12 pairs" in err(heavy)
     same = cli("gate", "--vs", shlex.join(rapl.spend(100, "1.0")), "--max-runs", "12", "--warmup", "0",
                "--json", "r.json", "--", *rapl.spend(100, "1.0"), env=rapl.env)
     assert same.returncode == 0 and "NO CHANGE" in err(same), err(same)
@@ -699,3 +703,25 @@ def test_vs_ref_measures_the_committed_version_in_a_worktree_and_removes_it(cli,
 def test_vs_ref_that_cannot_be_checked_out_is_a_usage_error(cli, repo, ref, where, says):
     p = cli("gate", "--vs-ref", ref, "--", "true", cwd=repo if where == "repo" else cli.home)
     assert p.returncode == 2 and says in err(p) and "Traceback" not in err(p)
+
+
+def test_an_interrupted_vs_ref_gate_still_removes_its_worktree(cli, repo):
+    (repo / "sub" / "slow.py").write_text("import os, pathlib, time\n"
+                                         "pathlib.Path(os.environ['MARK']).write_text('started')\ntime.sleep(30)\n")
+    _git(repo, "add", "sub/slow.py")
+    _git(repo, "commit", "-q", "-m", "slow")
+    mark = cli.home / "started"
+    env = {**cli.env, "MARK": str(mark), "TMPDIR": str(cli.home / "tmp")}
+    p = subprocess.Popen(cli.argv("gate", "--vs-ref", "HEAD", "--warmup", "0", "--", sys.executable, "slow.py"),
+                         env=env, cwd=repo / "sub", stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert mark.exists()
+        p.send_signal(signal.SIGTERM)
+        _, stderr = p.communicate(timeout=20)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and "interrupted during pair 1/5" in stderr.decode(), stderr.decode()
+    assert _git(repo, "worktree", "list").count("\n") == 1 and not any((cli.home / "tmp").iterdir())

@@ -143,3 +143,10 @@ def test_an_unreachable_gateway_is_a_stored_note(cli, tmp_path):
     p = cli("--quiet", "true", env=env)
     assert p.returncode == 0, p.stderr.decode()
     assert any("could not push metrics" in n for n in cli.record()["notes"])
+
+
+def test_last_run_values_are_gauges_without_total_suffix():
+    text = metrics.render(_record())
+    types = {line.split()[2]: line.split()[3] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert types and set(types.values()) == {"gauge"}  # each is replaced by the next run, never accumulated
+    assert not any(name.endswith("_total") for name in types)

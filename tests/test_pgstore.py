@@ -144,7 +144,10 @@ def test_offline_checkpoints_wait_and_the_final_save_retries(pg_url, tmp_path):
     r["status"] = "completed"
     st.save(r)  # the final save tries again, and sends
     assert st.offline is None and pending(tmp_path) == [] and isinstance(r["id"], int)
-    assert PgStore(pg_url, spool=tmp_path).get(r["uuid"])["status"] == "completed"
+    stored = PgStore(pg_url, spool=tmp_path).get(r["uuid"])
+    assert stored["status"] == "completed"
+    for notes in (r["notes"], r["base_notes"], stored["notes"]):  # it reached the server: no stale note
+        assert not any("carbonrun sync" in n for n in notes), notes
 
 
 def test_unreachable_database_spools_and_sync_sends_each_run_once(cli, tmp_path):
@@ -191,3 +194,43 @@ def test_sync_leaves_runs_meant_for_another_database(cli, pg_url):
     assert p.returncode == 0 and b"sent 0" in p.stdout and b"1 spooled run(s) are for " + closed.encode() in p.stdout
     assert len(pending(Path(cli.env["CARBONRUN_HOME"]) / "spool")) == 1
     assert PgStore(pg_url).count() == 0
+
+
+def test_a_nan_never_breaks_history(cli, pg_url):
+    st = PgStore(pg_url)
+    good, bad = _rec(status="completed"), _rec(status="completed", duration_s=1.0)
+    bad["emissions"]["kg"] = float("nan")
+    bad["energy"]["pue"] = float("inf")
+    for r in (good, bad):
+        st.begin(r, time.time())
+    assert st.get(good["uuid"])["id"] == good["id"]
+    p = cli("history", "--store", pg_url)
+    assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr
+    assert f"run #{bad['id']} cannot be read".encode() in p.stderr
+    listed = json.loads(cli("history", "-f", "json", "--store", pg_url).stdout)
+    assert [r["uuid"] for r in listed] == [good["uuid"]]
+    r = cli("report", str(bad["id"]), "--store", pg_url)
+    assert r.returncode == 2 and r.stderr.count(b"\n") == 1
+
+
+def test_a_v1_database_is_migrated_and_lists_from_its_summary(pg_url, tmp_path):
+    import psycopg
+
+    from carbonrun.store import postgres
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA carbonrun")
+        conn.execute("CREATE TABLE carbonrun.schema_version (version INTEGER PRIMARY KEY,"
+                     " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for statement in postgres._MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO carbonrun.schema_version (version) VALUES (1)")
+        r = _rec(status="completed", duration_s=2.5, timeline={"t": [1.0], "watts": {"cpu": [3.0]}})
+        conn.execute("INSERT INTO carbonrun.runs (uuid, started_at, started_ts, saved_ts, status, command, tags,"
+                     " record) VALUES (%s, %s, 1, 1, 'completed', '[\"a\"]', '{}', %s)",
+                     (r["uuid"], r["started_at"], json.dumps(r)))
+    st = PgStore(pg_url, spool=tmp_path)
+    assert st.schema_version() == SCHEMA_VERSION == 2
+    [row] = st.query(summary=True)
+    assert row["duration_s"] == 2.5 and row["energy"] == {"total_kwh": 0.5} and row["emissions"] == {"kg": 0.1}
+    assert st.get("last")["timeline"] == r["timeline"] and "timeline" not in st.query(brief=True)[0]

@@ -95,18 +95,15 @@ def test_uk_national_forecast_path(server):
 
 
 # -- Electricity Maps ---------------------------------------------------------------------------------
-def test_electricitymaps_latest_history_forecast(server):
+def test_electricitymaps_latest_and_forecast(server):
     hour = 1_699_999_200.0  # 22:00Z
     server.routes["/v3/carbon-intensity/latest"] = (200, em_point(hour, 42), 0)
-    server.routes["/v3/carbon-intensity/history"] = (
-        200, {"zone": "FR", "history": [em_point(hour - 7200, 40), em_point(hour - 3600, 41)]}, 0)
     server.routes["/v3/carbon-intensity/forecast"] = (
         200, {"zone": "FR", "forecast": [{"carbonIntensity": 50, "datetime": iso(hour + 3600)},
                                          {"carbonIntensity": 60, "datetime": iso(hour + 7200)}],
               "updatedAt": iso(hour)}, 0)
     p = get_provider("electricitymaps", opts(server, token=TOKEN, region="FR"))
     assert p.current() == (42.0, hour, hour + 3600)
-    assert p.history(hour - 7200, hour) == [(hour - 7200, hour - 3600, 40.0), (hour - 3600, hour, 41.0)]
     assert [g for _, _, g in p.forecast(hour, hour + 3 * 3600)] == [50.0, 60.0]
     path, headers = server.requests[0]
     assert path == "/v3/carbon-intensity/latest?zone=FR"

@@ -9,8 +9,10 @@ import subprocess
 import tempfile
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from carbonrun.report import csvfmt, html as htmlfmt, markdown
+from carbonrun.report import csvfmt, html as htmlfmt, latex, markdown, statement, table, units
+from tests.fakes.records import gpu_run
 
 EVIL = "<script>alert(1)</script>"
 # The columns of CodeCarbon's emissions.csv (CodeCarbon 2.x docs, "Data Fields Logged for Each Experiment",
@@ -122,15 +124,29 @@ def test_html_chart_axes_legend_and_sections(cli):
     rec = measured(cli, "--region", "FR")
     page = report(cli, "html")
     svg = page[page.index("<svg"):page.index("</svg>")]
-    comps = list(rec["timeline"]["watts"])
-    assert comps and len(rec["timeline"]["t"]) >= 5
-    assert svg.count("<path") == len(comps)
-    for comp in comps:
-        assert re.search(rf">{comp}  mean \d+\.\d W<", svg), comp  # legend entry with its mean power
+    legend = page[page.index('<div class="legend">'):page.index("<svg")]
+    series = list(rec["timeline"]["watts"])
+    assert series and len(rec["timeline"]["t"]) >= 5
+    assert svg.count("<path") == len(series)
+    for name in series:  # every series estimated here: dashed, and the legend says so
+        assert re.search(rf">{name}  mean ~\d+\.\d W \(estimated\)<", legend), name
+    assert svg.count('stroke-dasharray="6 4"') == len(series) and "Dashed lines are estimates" in page
     assert "time since start" in svg and "power (W)" in svg and ">1 s<" in svg
-    assert "This work contributed" in page and "France-specific" in page
+    assert "This work contributed an estimated" in page and "-specific" not in page
+    assert "global social cost of carbon" in page
     assert rec["host"]["name"] in page and "Energy per component" in page
     assert all(htmlfmt.esc(n) in page for n in rec["notes"])
+
+
+def test_html_one_series_per_device_shares_and_embodied():
+    page = htmlfmt.render(gpu_run())
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    assert svg.count("<path") == 4 and "<title>gpu 0</title>" in svg and "<title>gpu 1</title>" in svg
+    assert "stroke-dasharray" not in svg and "Dashed lines" not in page  # measured: solid lines
+    assert re.search(r">gpu 0  mean 300\.\d W<", page) and re.search(r">gpu 1  mean 2\d\d\.\d W<", page)
+    shares = [int(x) for x in re.findall(r"<b>(\d+)%</b>", page)]
+    assert shares == [13, 2, 51, 35]  # the number on each share bar: cpu, dram, gpu 0, gpu 1 of 11,880 J
+    assert "Embodied carbon" in page and "~520 mg CO2eq" in page and "not in the emissions above" in page
 
 
 def test_html_without_timeline_says_so():
@@ -146,15 +162,119 @@ def test_nice_ticks_are_round_and_cover_the_peak():
     assert htmlfmt.nice_ticks(0) == [0.0, 1.0]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
-def test_html_parses_in_a_browser_without_script_nodes(cli, tmp_path):
-    measured(cli)
+def _chromium(*args: str, tmp_path) -> subprocess.CompletedProcess:
+    return subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           "--hide-scrollbars", f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", *args],
+                          capture_output=True, timeout=120)
+
+
+def _png_size(path) -> tuple:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _pdf_pages(path) -> int:
+    return len(re.findall(rb"/Type\s*/Page[^s]", path.read_bytes()))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (.ci/run installs it)")
+def test_html_in_a_browser_text_screenshot_and_one_printed_page(cli, tmp_path):
+    measured(cli, "--region", "FR")
     page = tmp_path / "report.html"
-    assert cli("report", "last", "-f", "html", "-o", str(page)).returncode == 0
-    p = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--dump-dom", page.as_uri()],
-                       capture_output=True, timeout=120)
-    dom = p.stdout.decode()
-    assert "<svg" in dom and "Carbon impact statement" in dom
+    assert cli("report", "last", "-o", str(page)).returncode == 0  # html from the extension
+    dom = _chromium("--dump-dom", page.as_uri(), tmp_path=tmp_path).stdout.decode()
+    assert "<svg" in dom and "Carbon impact statement" in dom and "This work contributed" in dom
     assert "<script" not in dom.lower()
+    shot = tmp_path / "700.png"
+    _chromium(f"--screenshot={shot}", "--window-size=700,1800", page.as_uri(), tmp_path=tmp_path)
+    width, height = _png_size(shot)
+    assert (width, height) == (700, 1800) and shot.stat().st_size > 40_000  # a page was drawn, not a blank
+    pdf = tmp_path / "print.pdf"
+    _chromium("--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri(), tmp_path=tmp_path)
+    assert _pdf_pages(pdf) == 1  # the print stylesheet fits a simple run on one A4 page
+
+
+# -- figures: precision and units ------------------------------------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=1e-12, max_value=1e12, allow_nan=False), st.integers(min_value=2, max_value=4))
+def test_figures_never_use_exponents_and_keep_their_significant_digits(x, digits):
+    text = units.sig(x, digits)
+    assert "e" not in text.lower()
+    shown = text.replace(",", "")
+    assert float(shown) == pytest.approx(x, rel=10 ** (1 - digits))
+    for fmt in (units.energy, units.mass):
+        out = fmt(x, digits)
+        assert "e" not in out.split()[0].lower() and out.split()[1] in ("J", "Wh", "kWh", "mg", "g", "kg")
+
+
+def test_units_scale_and_precision_follow_uncertainty():
+    assert units.joules(396.0, 2) == "400 J" and units.joules(3600.0) == "1.000 Wh"
+    assert units.energy(12.3456) == "12.35 kWh" and units.mass(0.0000000469) == "0.04690 mg"
+    assert units.mass(0.5, 2) == "500 g" and units.mass(1234.5) == "1,235 kg"
+    assert units.digits_for(1.0, 0.5, 1.5) == 2 and units.digits_for(1.0, 1.0, 1.0) == 4
+    assert units.usd(1.6e-9) == "< $0.000001" and units.usd(0.0000384) == "$0.000038" and units.usd(2.5) == "$2.50"
+    assert units.span(units.energy, 0.00011, 0.000055, 0.000165, 2) == "~400 J (200 to 590 J)"
+    assert units.span(units.mass, 0.0011, 0.0011, 0.0011, 4) == "1.100 g"  # an exact figure has no range
+
+
+# -- the carbon impact statement -------------------------------------------------------------------------
+def test_statement_of_an_estimated_run_says_estimate_and_names_the_global_scc(cli):
+    measured(cli, "--region", "FR")
+    text = report(cli, "statement")
+    sentence, method = text.split("\n\n")
+    assert "This work contributed an estimated" in sentence and " to " in sentence  # the range
+    assert "less than $0.000001" in sentence and "e-0" not in text and "e+" not in text
+    assert "-specific" not in text and "US EPA's global social cost of carbon (December 2023" in method
+    assert "$190 per tonne CO2 at a 2.0% discount rate (central), $120 at 2.5% and $340 at 1.5%" in method
+    assert "estimated from utilisation" in method and "PUE 1" in method and "for France" in method
+
+
+def test_statement_of_a_measured_run_with_embodied_carbon_in_every_format():
+    rec = gpu_run()
+    f = statement.facts(rec)
+    sentence, method = statement.sentence(f), statement.method(f)
+    assert sentence.startswith("This work contributed 203.3 mg of CO2eq to the atmosphere and used 3.630 Wh")
+    assert "estimated" not in sentence.split(". Its share")[0]  # counters: exact, no range
+    assert "embodied carbon, not included above) is an estimated 520 mg" in sentence
+    assert "RAPL energy counters (CPU package, DRAM)" in method and "2 x NVIDIA A100-SXM4-80GB" in method
+    assert "PUE 1.10" in method and "Embodied carbon: SCI M" in method
+    tex = latex.render(rec)
+    assert "\\footnote{" in tex and "CO$_2$eq" in tex and "\\$0.000039" in tex and "520~mg" in tex
+    assert "Embodied" in markdown.render(rec) and "~520 mg" in htmlfmt.render(rec)
+
+
+def test_statement_of_a_failed_and_a_never_started_run(cli):
+    p = cli("--quiet", "--", "python3", "-c", "raise SystemExit(3)")
+    assert p.returncode == 3
+    assert "(a run that failed with exit code 3 after" in report(cli, "statement")
+    assert cli("--quiet", "run", "--", "no-such-program-carbonrun").returncode == 127
+    text = report(cli, "statement")
+    assert text.startswith("The command never started (exit code 127: not found)") and "unknown" not in text
+    assert "never started" in report(cli, "table")
+
+
+# -- the terminal summary --------------------------------------------------------------------------------
+def test_default_summary_is_short_unwrapped_and_says_each_fact_once(cli):
+    p = cli("--no-live", "--", "python3", "-c", "sum(range(10**6))")
+    assert p.returncode == 0, p.stderr.decode()
+    lines = p.stderr.decode().splitlines()
+    assert len(lines) <= 12, lines
+    assert all(line == line.rstrip() for line in lines)  # no hard wrapping with trailing spaces in a log
+    text = "\n".join(lines)
+    assert text.count("g/kWh") == 1 and text.count("world average") == 1
+    assert "basis" not in text.lower() and "2.5%" not in text  # the SCC basis is for --verbose and report
+    assert sum(line.startswith("notes") for line in lines) == 1 and "carbonrun report" in text
+    verbose = cli("--no-live", "--verbose", "true").stderr.decode()
+    assert "SCC basis" in verbose and "usage" in verbose and "intensity" in verbose
+    assert "SCC basis" in report(cli, "table")
+
+
+def test_summary_at_40_columns_shows_every_value_whole():
+    rec = gpu_run()
+    wide, narrow = table.render(rec, width=0), table.render(rec, width=40)
+    assert all(len(line) <= 40 for line in narrow.splitlines()), narrow
+    assert "\u2026" not in narrow and "..." not in narrow
+    for figure in ("1,500 J", "6,000 J", "4,200 J", "3.630 Wh", "203.3 mg", "$0.000039", "~520 mg"):
+        assert figure in wide and figure in narrow, figure  # never cut or wrapped inside a figure

@@ -21,9 +21,12 @@ questions (what running cost now vs. a share of what building the machine cost) 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from carbonrun.units import counts_job
+
+if TYPE_CHECKING:
+    from carbonrun.record import RunRecord
 
 SERVER_KG = 1000.0
 GPU_KG = 150.0
@@ -43,7 +46,7 @@ def _setting(st: Any, name: str, default: float) -> float:
     return float(default if value is None else value)
 
 
-def cpu_share(record: Dict[str, Any]) -> Tuple[float, str]:
+def cpu_share(record: RunRecord) -> Tuple[float, str]:
     """(share of the server, how): CPU-time share, or 1 under machine attribution."""
     if not counts_job(record.get("attribution")):
         return 1.0, "whole machine (attribution machine)"
@@ -57,7 +60,7 @@ def cpu_share(record: Dict[str, Any]) -> Tuple[float, str]:
                    "of the server")
 
 
-def gpu_shares(record: Dict[str, Any]) -> Tuple[List[Tuple[str, float, str]], List[str]]:
+def gpu_shares(record: RunRecord) -> Tuple[List[Tuple[str, float, str]], List[str]]:
     """[(device, share, how)] for the GPUs the job used, and notes for those that cannot be told."""
     machine = not counts_job(record.get("attribution"))
     comps = {str(c.get("device")): c for c in record.get("components", []) if c.get("component") == "gpu"}
@@ -81,7 +84,7 @@ def gpu_shares(record: Dict[str, Any]) -> Tuple[List[Tuple[str, float, str]], Li
     return out, notes
 
 
-def section(record: Dict[str, Any], st: Any = None) -> Dict[str, Any]:
+def section(record: RunRecord, st: Any = None) -> Dict[str, Any]:
     """The run record's `embodied` section: {kg, method, basis, per_device, sources, notes}."""
     server_kg = _setting(st, "embodied_server_kg", SERVER_KG)
     gpu_kg = _setting(st, "embodied_gpu_kg", GPU_KG)
@@ -108,14 +111,3 @@ def section(record: Dict[str, Any], st: Any = None) -> Dict[str, Any]:
 def _device(kind: str, device: str, kg_total: float, fraction: float, share: float, how: str) -> Dict[str, Any]:
     return {"kind": kind, "device": device, "embodied_kg": kg_total, "time_fraction": fraction,
             "share": round(share, 6), "share_how": how, "kg": kg_total * fraction * share}
-
-
-def summary_line(record: Dict[str, Any]) -> Optional[Tuple[str, str]]:
-    """("embodied", text) for the terminal summary; None when the run has no embodied section."""
-    emb = record.get("embodied")
-    if not emb:
-        return None
-    from carbonrun.report.units import mass
-
-    parts = ", ".join(f"{d['kind']} {mass(d['kg'])}" for d in emb.get("per_device", []))
-    return "embodied", f"{mass(emb['kg'])} CO2eq ({parts}; manufacturing share, not in the emissions above)"

@@ -5,12 +5,13 @@ during the run is weighted by when the energy was actually used (Haghshenas et a
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, List, Optional, Sequence
 
 from carbonrun.collectors.base import JobView, Meter
 from carbonrun.units import J_PER_KWH, counts_job
 
-__all__ = ["Accountant", "Attributor", "J_PER_KWH", "Timeline"]
+if TYPE_CHECKING:
+    from carbonrun.record import Timeline as TimelineRecord
 
 
 class Timeline:
@@ -47,7 +48,7 @@ class Timeline:
             self.j[c] = [sum(v[i:i + 2]) for i in range(0, len(v), 2)]
         self.width = max(self.dt) if self.dt else 0.0
 
-    def to_record(self) -> dict:
+    def to_record(self) -> TimelineRecord:
         watts = {c: [round(e / d, 3) if d > 0 else 0.0 for e, d in zip(v, self.dt)] for c, v in self.j.items()}
         return {"t": [round(x, 3) for x in self.t], "watts": watts}
 

@@ -9,9 +9,21 @@ import sys
 from typing import List, Optional
 
 
+def _warn(line: str) -> None:
+    try:
+        from carbonrun.sanitize import terminal
+
+        sys.stderr.write(f"carbonrun: warning: {terminal(line)}\n")
+    except (OSError, ValueError, AttributeError):
+        pass  # stderr closed or full: a warning is not worth failing for
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    from carbonrun import settings
     from carbonrun.cli import fast
+
+    settings.warn = _warn
 
     parsed = fast.parse(args)
     if parsed is not None:

@@ -123,7 +123,7 @@ def usage_line(e: click.ClickException, args: Sequence[str] = ()) -> str:
         if where == "carbonrun":  # click left the context out: the subcommand is the first one named
             where += next((f" {a}" for a in args if a in COMMANDS), "")
         message += f" (see '{where} --help')"
-    return message[:1].lower() + message[1:] if message[1:2].islower() else message
+    return message
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},

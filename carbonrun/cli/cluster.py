@@ -29,7 +29,7 @@ def sync(store: Optional[str]) -> int:
     if not waiting:
         click.echo("nothing to sync: no spooled runs")
         return 0
-    if not stores.is_url(spec):
+    if spec is None or not stores.is_url(spec):
         raise CarbonrunError(f"{len(waiting)} spooled run(s) wait in {pgstore.spool_dir()}: pass --store"
                              " postgresql://... (the store is not a PostgreSQL URL)", 2)
     pg = pgstore.PgStore(spec)
@@ -42,8 +42,8 @@ def sync(store: Optional[str]) -> int:
     click.echo(f"sent {sent} spooled run(s) to {pg.where}")
     for target in sorted(set(others)):
         click.echo(f"{others.count(target)} spooled run(s) are for {target}: carbonrun sync --store <that URL>")
-    for e in errors:
-        click.echo(f"not sent: {e}", err=True)
+    for error in errors:
+        click.echo(f"not sent: {error}", err=True)
     return 1 if errors else 0
 
 

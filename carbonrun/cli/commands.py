@@ -14,5 +14,5 @@ COMMANDS = {
     "gate": "carbonrun.cli.gate:gate",
     "plan": "carbonrun.cli.plan:plan",
     "sweep": "carbonrun.cli.sweep:sweep",
-    "sync": "carbonrun.cli.cluster:sync",  # issue 11: send runs spooled for PostgreSQL
+    "sync": "carbonrun.cli.cluster:sync",  # send runs spooled while PostgreSQL was unreachable
 }

@@ -29,8 +29,9 @@ def config_files(env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None
 def _shown(value: Any) -> str:
     """A value as a user would type it in a config file, without its passwords."""
     from carbonrun.redact import redact_text
+    from carbonrun.sanitize import terminal
 
-    return redact_text(_typed(value))
+    return terminal(redact_text(_typed(value)))
 
 
 def _typed(value: Any) -> str:
@@ -84,7 +85,7 @@ def to_json(rows: List[Tuple[str, Any, str]], files: Dict[str, Any]) -> str:
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: {settings: {name: {value, source, layer}}, files}.")
 @click.pass_context
-def config(ctx: click.Context, as_json: bool, **params: Any) -> int:
+def config(ctx: click.Context, /, as_json: bool, **params: Any) -> int:
     """Show the effective settings and where each came from.
 
     Sources, highest first: a flag given here, an env variable CARBONRUN_<NAME>, the project file
@@ -96,8 +97,6 @@ def config(ctx: click.Context, as_json: bool, **params: Any) -> int:
     from carbonrun import settings
 
     st = settings.resolve(flag_values(ctx, params))
-    for warning in st.warnings:  # a project file's destinations ignored (config.py)
-        sys.stderr.write(f"carbonrun: warning: {warning}\n")
     rows = config_mod.explain(st)
     files = config_files()
     sys.stdout.write(to_json(rows, files) if as_json else render_text(rows, files))

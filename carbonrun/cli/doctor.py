@@ -1,300 +1,17 @@
-"""`carbonrun doctor`: what this machine can measure, what it would estimate, and how to fix the rest.
-
-Checks gather plain dicts (the `--json` structure, documented in docs/usage.md); one renderer turns
-them into text. The exit code answers the question scripts ask: 0 when a real counter (a readable
-RAPL zone or an NVML GPU) is available, 1 when only estimates are possible.
-"""
+"""`carbonrun doctor`: the checks are carbonrun/doctor.py's; this module renders them and exits with
+their exit_code (0: a real counter is available, 1: only estimates)."""
 from __future__ import annotations
 
 import json
-import os
-import platform
-import stat
 import sys
-import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import click
 
+from carbonrun import settings
+from carbonrun.cli.render import color_enabled
 from carbonrun.cli.run import flag_values, options
-from carbonrun.collectors.base import Probe
-from carbonrun.errors import CarbonrunError
-from carbonrun.settings import Settings
-
-SCHEMA = "carbonrun.doctor/1"
-GROUP = "powercap"
-CONTAINER_MOUNT = "-v /sys/class/powercap:/sys/class/powercap:ro"
-MODPROBE = "sudo modprobe intel_rapl_msr   # Intel, and AMD Zen on Linux 5.11+; a VM usually has no RAPL"
-
-
-# ------------------------------------------------------------------------------------------ RAPL
-
-
-def in_container(root: str = "/") -> bool:
-    """Docker/Podman marker files, or a container runtime in PID 1's cgroup (v1)."""
-    for marker in (".dockerenv", "run/.containerenv"):
-        if os.path.exists(os.path.join(root, marker)):
-            return True
-    try:
-        with open(os.path.join(root, "proc/1/cgroup")) as f:
-            cgroup = f.read()
-    except OSError:
-        return False
-    return any(k in cgroup for k in ("docker", "kubepods", "containerd", "libpod", "lxc"))
-
-
-def group_status(name: str = GROUP) -> Dict[str, Any]:
-    """Does the group exist, is this user listed in it, and does this session already have it?"""
-    import grp
-    import pwd
-
-    try:
-        g = grp.getgrnam(name)
-    except KeyError:
-        return {"name": name, "exists": False, "listed": False, "member": False}
-    try:
-        user = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        user = ""
-    member = g.gr_gid in os.getgroups() or g.gr_gid == os.getgid()
-    return {"name": name, "exists": True, "listed": member or user in g.gr_mem, "member": member}
-
-
-def _is_meter_zone(name: str) -> bool:
-    return name.startswith("package") or name in ("dram", "psys")
-
-
-def _zone(detail: dict, measured_paths: set) -> dict:
-    path = detail.get("path", "")
-    return {"zone": os.path.basename(os.path.dirname(path)), "name": detail.get("name", ""), "path": path,
-            "readable": bool(detail.get("readable")), "measured": path in measured_paths,
-            "reason": detail.get("reason")}
-
-
-def check_rapl(probe: Probe) -> Dict[str, Any]:
-    """RAPL zones under the probe's root: readable or not, measured or not, and the fix."""
-    from carbonrun.collectors import rapl
-
-    found = rapl.discover(probe)
-    paths = {getattr(m, "path", None) for m in found.meters}
-    for m in found.meters:
-        m.close()
-    zones = [_zone(d, paths) for d in found.details if d.get("kind", "rapl") == "rapl"]
-    blocked = [z for z in zones if _is_meter_zone(z["name"]) and not z["readable"]]
-    if sys.platform != "linux":
-        state = "not-linux"
-    elif not os.path.isdir(probe.rapl_root):
-        state = "absent"
-    elif not zones:
-        state = "no-zones"
-    else:
-        state = "readable" if any(m.counted for m in found.meters) else "unreadable"
-    # psys is read but never added to totals: alone it does not spare the CPU estimate.
-    return {"root": probe.rapl_root, "state": state, "zones": zones,
-            "measured": [m.device for m in found.meters if m.counted],
-            "components": sorted({m.component for m in found.meters}), "notes": list(found.notes),
-            "fix": _rapl_fix(state, bool(blocked))}
-
-
-def _rapl_fix(state: str, blocked: bool) -> Optional[Dict[str, Any]]:
-    """The exact commands for the problem found; None when nothing needs fixing."""
-    container = (f"mount the host's tree: docker run {CONTAINER_MOUNT} ... (podman the same); "
-                 "energy_uj must also be readable on the host, so apply the permission fix there")
-    base = {"in_container": in_container(), "container": container}
-    if state == "not-linux":
-        return {**base, "why": f"RAPL is read through Linux powercap; this is {platform.system()}: "
-                               "only estimates are possible", "commands": [], "group": None}
-    if state in ("absent", "no-zones"):
-        return {**base, "why": "load the RAPL driver (on the host, for a container)",
-                "commands": [MODPROBE], "group": None}
-    if not blocked:
-        return None
-    from carbonrun.collectors.rapl import udev_fix
-
-    return {**base, "why": "energy_uj is root-only since CVE-2020-8694: let a group read it",
-            "commands": udev_fix(GROUP).splitlines(), "group": group_status(GROUP)}
-
-
-# ------------------------------------------------------------------------------------------ GPUs
-
-
-def _is_nvml(detail: dict) -> bool:
-    return "nvml" in (detail.get("collector"), detail.get("kind"))
-
-
-def _gpu(detail: dict, measured: set) -> Dict[str, Any]:
-    keys = ("index", "name", "uuid", "mig", "energy_path", "readable", "hint")
-    gpu = {k: detail.get(k) for k in keys}
-    gpu["measured"] = f"gpu{detail.get('index')}" in measured
-    return gpu
-
-
-def check_gpus(probe: Probe) -> Dict[str, Any]:
-    """NVML GPUs with the energy path each supports; library or driver problems with their hint."""
-    out: Dict[str, Any] = {"state": "none", "driver": None, "devices": [], "problems": [], "notes": []}
-    if (probe.gpus or "").strip().lower() == "none":
-        out.update(state="off", notes=["GPUs not checked (--gpus none)"])
-        return out
-    try:
-        from carbonrun.collectors import nvml
-
-        found = nvml.discover(probe)
-    except Exception as e:  # a broken driver binding must not stop the other checks
-        out["problems"].append({"problem": f"NVML check failed: {type(e).__name__}: {e}", "hint": "check `nvidia-smi`"})
-        return out
-    measured = {m.device for m in found.meters}
-    for m in found.meters:
-        m.close()
-    details = [d for d in found.details if _is_nvml(d)]
-    out["devices"] = [_gpu(d, measured) for d in details if "index" in d]
-    out["problems"] = [{"problem": d.get("problem") or d.get("reason"), "hint": d.get("hint")}
-                       for d in details if "index" not in d]
-    out["driver"] = next((g.get("driver") for g in found.gpus if g.get("driver")), None)
-    out["notes"] = list(found.notes)
-    if measured:
-        out["state"] = "measured"
-    elif out["devices"]:
-        out["state"] = "unmeasured"
-    return out
-
-
-# ------------------------------------------------------------------------------------------ estimate
-
-
-def check_estimate(probe: Probe, rapl_components: List[str]) -> Dict[str, Any]:
-    """The estimate's method, and what `run` would use it for given the RAPL meters found."""
-    from carbonrun.collectors import estimate
-
-    found = estimate.discover(probe)
-    detail = found.details[0] if found.details else {}
-    if "cpu" not in rapl_components:
-        used_for = ["cpu", "memory"]
-    elif "dram" not in rapl_components:
-        used_for = ["memory"]
-    else:
-        used_for = []
-    return {"method": detail.get("method"), "virtualised": detail.get("virtualised"), "used_for": used_for}
-
-
-# ------------------------------------------------------------------------------------------ intensity
-
-_STEP_OF_SOURCE = {"flag": "intensity", "file": "intensity-file", "timezone": "timezone",
-                   "world-average": "world-average"}
-
-
-def _chain(st: Settings) -> List[Dict[str, Any]]:
-    """Every step of the intensity order with what this machine has for it."""
-    from carbonrun.intensity.carbon import WORLD_AVERAGE_G
-    from carbonrun.intensity.regions import guess_from_timezone, local_timezone
-
-    zone = local_timezone()
-    code = guess_from_timezone(zone) if zone else None
-    tz = f"{zone} -> {code}" if code else f"{zone or 'unknown'} (no country)"
-    given = [("intensity", "--intensity", st.intensity), ("intensity-file", "--intensity-file", st.intensity_file),
-             ("provider", "live provider", st.provider), ("region", "region", st.region)]
-    steps = [{"step": s, "label": label, "state": f"set: {v}" if v is not None else "not set"}
-             for s, label, v in given]
-    steps.append({"step": "timezone", "label": "time zone", "state": tz})
-    steps.append({"step": "world-average", "label": "world average", "state": f"{WORLD_AVERAGE_G:g} g CO2eq/kWh"})
-    return steps
-
-
-def check_intensity(st: Settings) -> Dict[str, Any]:
-    """The intensity a run would use now; the network is used only when a provider is configured."""
-    from carbonrun.measure.engine import resolve_intensity
-
-    chain = _chain(st)
-    try:
-        ci = resolve_intensity(st, time.time())
-    except CarbonrunError as e:
-        return {"error": str(e), "chain": chain, "g_per_kwh": None, "region": None, "source": None,
-                "how": None, "notes": []}
-    source = ci.source
-    used = _STEP_OF_SOURCE.get(source) or ("provider" if source.startswith("provider:") else "region")
-    for step in chain:
-        step["used"] = step["step"] == used
-    return {"error": None, "chain": chain, "g_per_kwh": round(ci.g_per_kwh, 3), "region": ci.region,
-            "source": source, "how": ci.how, "notes": list(ci.notes)}
-
-
-# ------------------------------------------------------------------------------------------ store
-
-
-def _creatable(path: Path) -> bool:
-    """Could this user create `path` (its nearest existing ancestor is writable)?"""
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    return os.access(parent, os.W_OK | os.X_OK)
-
-
-def _check_database(url: str) -> Dict[str, Any]:
-    """A shared PostgreSQL store: can it be reached, and how many runs does it hold?"""
-    from carbonrun.store import open_store, redact
-
-    out: Dict[str, Any] = {"kind": "postgresql", "path": redact(url), "exists": None, "ok": False,
-                           "schema_version": None, "runs": None, "mode": None, "writable": None,
-                           "error": None, "notes": []}
-    store = open_store(url)
-    try:
-        store.connect(create=False)
-        out.update(exists=True, runs=store.count(), ok=True)
-    except Exception as e:  # the store's own errors say what to do; the password is never in them
-        out["error"] = redact(str(e))
-    finally:
-        store.close()
-    return out
-
-
-def check_store(st: Settings) -> Dict[str, Any]:
-    """Where runs go and whether that works: schema version, record count, permissions, or the error."""
-    from carbonrun.store.sqlite import Store, default_path
-    from carbonrun.store import is_url
-
-    if is_url(st.store):
-        return _check_database(st.store)
-    path = Path(st.store) if st.store else default_path()
-    out: Dict[str, Any] = {"kind": "sqlite", "path": str(path), "exists": path.is_file(), "ok": False,
-                           "schema_version": None, "runs": None, "mode": None, "writable": None,
-                           "error": None, "notes": []}
-    if not out["exists"]:
-        out["writable"] = out["ok"] = _creatable(path)
-        out["notes"].append("no runs stored yet: the first run creates it" if out["ok"] else
-                            f"cannot create {path}: set --store or CARBONRUN_HOME to a writable place")
-        return out
-    mode = stat.S_IMODE(path.stat().st_mode)
-    out.update(mode=f"{mode:04o}", writable=os.access(path, os.W_OK))
-    if mode & 0o077:
-        out["notes"].append(f"readable by other users (mode {mode:04o}): chmod 600 {path}")
-    store = Store(path)
-    try:
-        store.connect(create=False)
-        out["schema_version"] = store.schema_version()
-        out["runs"] = store.count()
-        out["ok"] = bool(out["writable"])
-    except Exception as e:  # StoreError says what to do; sqlite errors are shown as they are
-        out["error"] = str(e)
-    finally:
-        store.close()
-    if not out["writable"]:
-        out["notes"].append(f"not writable by this user: runs cannot be stored there (chmod u+w {path})")
-    return out
-
-
-# ------------------------------------------------------------------------------------------ all
-
-
-def diagnose(st: Settings) -> Dict[str, Any]:
-    """Every check, in the `--json` structure."""
-    probe = Probe(rapl_root=st.rapl_root, proc_root=st.proc_root, gpus=st.gpus, interval=st.interval)
-    rapl = check_rapl(probe)
-    gpus = check_gpus(probe)
-    measured = rapl["measured"] + [f"gpu{g['index']}" for g in gpus["devices"] if g["measured"]]
-    return {"schema": SCHEMA, "exit_code": 0 if measured else 1, "measured": measured,
-            "in_container": in_container(), "rapl": rapl, "gpus": gpus,
-            "estimate": check_estimate(probe, rapl["components"]), "intensity": check_intensity(st),
-            "store": check_store(st)}
+from carbonrun.doctor import diagnose, is_meter_zone
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -323,7 +40,7 @@ class Text:
 def _zone_mark(z: dict) -> Optional[bool]:
     if z["measured"]:
         return True
-    return False if _is_meter_zone(z["name"]) and not z["readable"] else None
+    return False if is_meter_zone(z["name"]) and not z["readable"] else None
 
 
 def _text_rapl(t: Text, rapl: dict) -> None:
@@ -428,22 +145,15 @@ def render_text(report: Dict[str, Any], color: bool) -> str:
          "proc_root")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (structure in docs/usage.md).")
 @click.pass_context
-def doctor(ctx: click.Context, as_json: bool, **params: Any) -> int:
+def doctor(ctx: click.Context, /, as_json: bool, **params: Any) -> int:
     """Check every energy source, the intensity and the run store; print the fixes.
 
     Exits 0 when a real counter can be measured (a readable RAPL zone or an NVIDIA GPU), 1 when
     only estimates are possible. Contacts the network only when a live provider is configured.
     """
-    from carbonrun import settings
-
-    st = settings.resolve(flag_values(ctx, params))
-    for warning in st.warnings:  # a project file's destinations ignored (config.py)
-        sys.stderr.write(f"carbonrun: warning: {warning}\n")
-    report = diagnose(st)
+    report = diagnose(settings.resolve(flag_values(ctx, params)))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
-        from carbonrun.cli.render import color_enabled
-
         sys.stdout.write(render_text(report, color_enabled(sys.stdout)))
     return report["exit_code"]

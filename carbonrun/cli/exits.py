@@ -13,12 +13,13 @@ INTERNAL_ERROR = 70  # a bug in carbonrun, never confused with the command's own
 def fail(message: str, code: int) -> NoReturn:
     """One line on stderr (if stderr can take it), then exit with `code`; never a password in it."""
     from carbonrun.redact import redact_text
+    from carbonrun.sanitize import terminal_lines
 
     try:
-        sys.stderr.write(f"carbonrun: error: {redact_text(message)}\n")
+        sys.stderr.write(f"carbonrun: error: {terminal_lines(redact_text(message))}\n")
         sys.stderr.flush()
-    except (OSError, ValueError):
-        pass  # stderr closed, full or a broken pipe: the exit code still tells
+    except (OSError, ValueError, AttributeError):
+        pass  # stderr closed (None), full or a broken pipe: the exit code still tells
     sys.exit(code)
 
 
@@ -54,6 +55,6 @@ def leave(code: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass
     os._exit(code & 0xFF if code >= 0 else 1)

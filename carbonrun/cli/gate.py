@@ -12,6 +12,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import click
 
+from carbonrun.cli.numbers import FiniteRange
+
 from carbonrun.cli.run import flag_values, run_options
 from carbonrun.errors import CarbonrunError
 from carbonrun.gate.result import (COMMAND_FAILED, FAIL, PASS, USAGE, GateResult, explain, fmt, metric_text, to_json,
@@ -23,8 +25,10 @@ __all__ = ["gate", "PASS", "FAIL", "USAGE", "COMMAND_FAILED", "GateResult", "exp
 def _percent(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[float]:
     if value is None:
         return None
+    from carbonrun.validate import Range, number
+
     try:
-        x = float(str(value).strip().rstrip("%"))
+        x = number(str(value).strip().rstrip("%"), Range(None, 1e6))
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a percentage like 5 or 5%") from None
     if x < 0:
@@ -88,10 +92,10 @@ def _command_line(ctx: click.Context, param: click.Parameter, value: Optional[st
 @click.option("--test", "test_name", type=click.Choice(["mannwhitney", "welch", "wilcoxon", "none"]),
               help="One-sided significance test; none = the threshold alone. "
                    "[default: wilcoxon (signed-rank) for an A/B gate, else mannwhitney]")
-@click.option("--confidence", type=click.FloatRange(0.5, 1.0, max_open=True), default=0.95, show_default=True,
+@click.option("--confidence", type=FiniteRange(0.5, 1.0, max_open=True), default=0.95, show_default=True,
               help="Confidence level of the test and of the interval.")
-@click.option("--max-kwh", type=click.FloatRange(0.0, min_open=True), help="Budget: the median run's kWh.")
-@click.option("--max-kg", type=click.FloatRange(0.0, min_open=True), help="Budget: the median run's kg CO2eq.")
+@click.option("--max-kwh", type=FiniteRange(0.0, min_open=True), help="Budget: the median run's kWh.")
+@click.option("--max-kg", type=FiniteRange(0.0, min_open=True), help="Budget: the median run's kg CO2eq.")
 @click.option("--allow-different-host", is_flag=True,
               help="Compare even when host, meters or settings differ from the baseline's.")
 @click.option("--summary", "summary_path", metavar="FILE",
@@ -99,7 +103,7 @@ def _command_line(ctx: click.Context, param: click.Parameter, value: Optional[st
 @click.option("--json", "json_path", metavar="FILE", help="Write the result as JSON to FILE.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def gate(ctx: click.Context, command: Tuple[str, ...], **params: Any) -> int:
+def gate(ctx: click.Context, /, command: Tuple[str, ...], **params: Any) -> int:
     """CI energy-regression gate: run COMMAND and compare with a baseline.
 
     The baseline is a file (--baseline), stored runs (--against), or, best on a shared machine,
@@ -153,7 +157,7 @@ def _ci_text(c: Any) -> str:
     if c.ci_pct is None:
         return "CI needs more runs"
     level = c.ci_level if c.ci_level is not None else 1 - c.alpha
-    return f"{level:.0%} CI {c.ci_pct[0]:+.1f}% to {c.ci_pct[1]:+.1f}%"
+    return f"{100 * level:.3g}% CI {c.ci_pct[0]:+.1f}% to {c.ci_pct[1]:+.1f}%"
 
 
 def _test_text(c: Any) -> str:
@@ -248,7 +252,6 @@ def _write_file(path: str, text: str, mode: str) -> None:
         if mode == "w":
             files.write_atomic(path, text)
         else:
-            with open(path, mode) as f:
-                f.write(text)
+            files.append_text(path, text)
     except OSError as e:
         sys.stderr.write(f"carbonrun: warning: cannot write {path}: {e.strerror}\n")

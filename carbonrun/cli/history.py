@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 import click
 
+from carbonrun.cli.numbers import FiniteRange
+
 from carbonrun import files, timefmt
 from carbonrun.errors import CarbonrunError
+from carbonrun.record import STATUSES
 
 if TYPE_CHECKING:
     from carbonrun.store.base import Store
 
-STATUSES = ("completed", "failed", "interrupted", "incomplete", "running")
 HISTORY_FORMATS = ("table", "json", "csv", "markdown", "codecarbon")
 _REF = re.compile(r"^(last|-?\d+|[0-9a-fA-F-]{4,})$")
 # `report -2` must read -2 as a run reference, not an unknown option; refs are validated in `check_ref`.
@@ -163,11 +165,11 @@ def _complete_formats(ctx: click.Context, param: click.Parameter, incomplete: st
                    " extension, else table]")
 @click.option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
 @store_option
-@click.option("--job", metavar="ID", help="One launcher job (SLURM, torchrun) over all its nodes.")  # issue 11
+@click.option("--job", metavar="ID", help="One launcher job (SLURM, torchrun) over all its nodes.")
 def report(ref: str, fmt: Optional[str], output: Optional[str], store: Optional[str], job: Optional[str] = None) -> int:
     """Show a stored run: REF is `last`, an id, `-N` (the N-th most recent) or a uuid prefix."""
     fmt = fmt or format_for(output)
-    if job:  # issue 11: carbonrun/cli/cluster.py
+    if job:  # one row per node: carbonrun/cli/cluster.py
         from carbonrun.cli.cluster import report_job
 
         return report_job(job, fmt, output, store)
@@ -326,7 +328,9 @@ def one_line(argv: Sequence[str]) -> str:
 
 
 def _describe(r: dict) -> str:
-    cmd = one_line(r.get("command", []))
+    from carbonrun.sanitize import terminal  # stored text never drives the terminal
+
+    cmd = terminal(one_line(r.get("command", [])))
     return f"run #{r['id']} ({r.get('status')}, {(r.get('started_at') or '')[:16].replace('T', ' ')}: " \
            f"{cmd[:60]}{'...' if len(cmd) > 60 else ''})"
 
@@ -354,7 +358,7 @@ def rm(refs: Tuple[str, ...], store: Optional[str]) -> int:
 @click.command(epilog="Examples:\n\n  carbonrun prune --keep 1000\n\n  carbonrun prune --older-than 90 --dry-run\n\n"
                       "  carbonrun prune --keep 100 --older-than 30")
 @click.option("--keep", type=click.IntRange(min=0), metavar="N", help="Keep the N most recent runs.")
-@click.option("--older-than", "older_than", type=click.FloatRange(min=0), metavar="DAYS",
+@click.option("--older-than", "older_than", type=FiniteRange(min=0), metavar="DAYS",
               help="Remove runs started more than DAYS days ago.")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @store_option

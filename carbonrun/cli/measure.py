@@ -25,8 +25,6 @@ def measure_options(command: Sequence[str], params: Dict[str, Any]) -> int:
     if no_live:
         flags["live"] = (False, "flag")
     st = settings_mod.resolve(flags)
-    for warning in st.warnings:  # a project file's destinations ignored (config.py)
-        sys.stderr.write(f"carbonrun: warning: {warning}\n")
     if start_now:  # --now wins over a start-within from the environment or a config file
         st.values["start_within"], st.sources["start_within"] = None, "flag --now"
     return measure(list(command), st, verbose=verbose)
@@ -43,7 +41,7 @@ def measure(argv: List[str], st: Settings, verbose: bool = False) -> int:
         plan = plan_and_wait(argv, st)
     p = prepare(argv, st)
     if p.store.refused:  # the run goes on; its record is kept in a file of its own (the summary says where)
-        sys.stderr.write(f"carbonrun: warning: {p.store.refused}\n")
+        say(f"carbonrun: warning: {p.store.refused}")
     if plan is not None:
         p.record["plan"] = plan
     if not st.quiet:  # the summary needs rich: load it while the command runs, not after
@@ -51,24 +49,70 @@ def measure(argv: List[str], st: Settings, verbose: bool = False) -> int:
 
         threading.Thread(target=_preload_rich, daemon=True).start()
     live = None
-    if not st.quiet and st.live and sys.stderr.isatty():
+    if not st.quiet and st.live and _isatty(sys.stderr):
         from carbonrun.cli.live import LiveTable
 
         live = LiveTable(sys.stderr)
+    started: List[Any] = []
+
+    def on_start(loop: Any) -> None:
+        started.append(loop)
+        if live:
+            live.start(loop)
+
     try:
-        record, outcome = execute(p, argv, on_draw=live.draw if live else None,
-                                  on_start=live.start if live else None)
+        record, outcome = execute(p, argv, on_draw=live.draw if live else None, on_start=on_start)
     except LaunchError as e:
         raise CarbonrunError(str(e), e.exit_code) from None
+    except Exception as e:  # once the command has run, its exit code is carbonrun's whatever failed here
+        code = started[0].outcome.exit_code if started else None
+        if code is None:
+            raise
+        say(f"carbonrun: error: {_what(e)} after the command ended; the exit code is the command's")
+        return int(code)
     finally:
         if live:
-            live.stop()
-    from carbonrun.record import public
+            try:
+                live.stop()
+            except Exception:
+                pass
+    code = outcome.exit_code if outcome.exit_code is not None else 1
+    try:
+        from carbonrun.record import public
 
-    if st.json:
-        _write_json(st.json, public(record))
-    summary(record, quiet=st.quiet, verbose=verbose)
-    return outcome.exit_code if outcome.exit_code is not None else 1
+        if st.json:
+            _write_json(st.json, dict(public(record)))
+        summary(dict(record), quiet=st.quiet, verbose=verbose)
+        if st.quiet:  # the one line has no room for notes; where the record went must still be said
+            from carbonrun.measure.engine import STORE_FAILED
+
+            for note in record.get("notes") or []:
+                if note.startswith(STORE_FAILED):
+                    say(f"carbonrun: warning: {note}")
+    except Exception as e:  # a closed, full or broken stderr: the command's exit code still tells
+        say(f"carbonrun: warning: the summary could not be shown ({_what(e)}); the run is stored")
+    return code
+
+
+def say(line: str) -> None:
+    """One line on stderr if stderr can take it: closed, full or a broken pipe is not worth failing for."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _what(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _preload_rich() -> None:
@@ -83,7 +127,7 @@ def _write_json(path: str, record: dict) -> None:
     try:
         files.write_atomic(path, json.dumps(record, indent=2) + "\n")
     except OSError as e:
-        sys.stderr.write(f"carbonrun: warning: cannot write {path}: {e.strerror} (the run is in the store)\n")
+        say(f"carbonrun: warning: cannot write {path}: {e.strerror}")
 
 
 def summary(record: dict, quiet: bool, verbose: bool = False) -> None:

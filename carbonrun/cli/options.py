@@ -44,6 +44,8 @@ MEASUREMENT: Tuple[Opt, ...] = (
     Opt("gpus", ("--gpus",), "LIST", _help("gpus")),
     Opt("scc", ("--scc",), "L,C,H", _help("scc")),
     Opt("store", ("--store",), "PATH", _help("store")),
+    Opt("no_store", ("--no-store",), None, "Measure, show and export as usual, but keep no record"
+        " (the same as --store none or --store /dev/null)."),
     Opt("prometheus_textfile", ("--prometheus-textfile",), "DIR", _help("prometheus_textfile")),
     Opt("pushgateway", ("--pushgateway",), "URL", _help("pushgateway")),
     Opt("rapl_root", ("--rapl-root",), "DIR", "", hidden=True),
@@ -75,4 +77,6 @@ def given(params: Mapping[str, Any]) -> Dict[str, Tuple[Any, str]]:
     for name, value in params.items():
         if name in SPECS and value not in (None, (), [], False):
             out[name] = (list(value) if isinstance(value, (tuple, list)) else value, "flag")
+    if params.get("no_store"):  # --no-store is --store none
+        out["store"] = ("none", "flag")
     return out

@@ -1,128 +1,46 @@
 """`carbonrun plan` and the terminal side of `carbonrun run --start-within`: forecast, decide, show, wait.
 
-The decision is planner.best_start; this module finds the forecast (an --intensity-file series that reaches
-into the future, or a configured live provider's forecast endpoint), prints the plan and waits with a
-countdown. Without a provider or a future series there is no forecast, and it says so and starts at once:
-the packaged tables are annual averages, and a fixed --intensity is the same at every hour.
+The forecast and the decision are intensity/planner.py's (planner.decide); this module prints the plan and
+waits with a countdown. Without a provider or a future series there is no forecast, and the plan says so
+and starts at once.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import signal
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import click
 
+from carbonrun import settings as settings_mod
 from carbonrun.errors import CarbonrunError
-from carbonrun.intensity.planner import Plan, Segment, best_start, wait_until
-from carbonrun.timefmt import format_duration
+from carbonrun.intensity import providers
+from carbonrun.intensity.planner import Plan, decide, earlier_durations, expected_duration, wait_until
+from carbonrun.intensity.regions import UnknownRegion, lookup
+from carbonrun.measure.engine import parse_scc
 from carbonrun.settings import SPECS, Settings
+from carbonrun.timefmt import format_duration
 
 CANCEL = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
-HISTORY_RUNS = 20  # earlier runs of the command whose median duration is the default expectation
 
 
-# -- the forecast ----------------------------------------------------------------------------------------
-def forecast_for(st: Settings, now: float, horizon_s: float) -> Tuple[List[Segment], Optional[str], List[str]]:
-    """(segments, source, notes) covering [now, now + horizon_s] as far as a forecast exists."""
-    if st.intensity is not None:
-        return [], "flag", ["a fixed --intensity is the same at every hour: nothing to plan"]
-    if st.intensity_file:
-        return _from_file(st.intensity_file, now)
-    if st.provider and str(st.provider).lower() not in ("none", "off", "no"):
-        return _from_provider(st, now, horizon_s)
-    return [], None, ["no forecast: the packaged tables hold annual averages (configure a live provider with "
-                      "forecasts, or pass an --intensity-file series that reaches into the future)"]
+def _earlier(st: Settings, argv: List[str]) -> Callable[[], List[float]]:
+    """Earlier durations of this command, read from the run store only when the setting does not say."""
+    def read() -> List[float]:
+        from carbonrun.measure.engine import open_store  # the store (sqlite3) only when needed
 
-
-def _from_file(path: str, now: float) -> Tuple[List[Segment], Optional[str], List[str]]:
-    from carbonrun.intensity.carbon import IntensityFileError, iso, load_intensity_file
-
-    try:
-        series = load_intensity_file(path).series
-    except IntensityFileError as e:
-        raise CarbonrunError(str(e), 2) from None
-    assert series is not None
-    ends = series.starts[1:] + [series.end]
-    segs = [(a, b, g) for a, b, g in zip(series.starts, ends, series.values) if b > a]
-    source = f"file:{os.path.basename(path)}"
-    if series.end <= now:
-        return [], source, [f"the intensity file ends at {iso(series.end)}, before now: no forecast in it"]
-    return segs, source, []
-
-
-def _from_provider(st: Settings, now: float, horizon_s: float) -> Tuple[List[Segment], Optional[str], List[str]]:
-    from carbonrun.intensity.providers import ProviderError, get_provider
-    from carbonrun.measure.engine import cache_dir, provider_options
-
-    opts: Dict[str, Any] = {"cache_dir": str(cache_dir()), "timeout": 3.0, **provider_options(st)}
-    if st.region and not opts.get("region"):
-        opts["region"] = st.region
-    try:
-        provider = get_provider(st.provider, opts)
-    except ValueError as e:
-        raise CarbonrunError(str(e), 2) from None
-    source = f"provider:{provider.name}"
-    try:
-        segs = list(provider.forecast(now, now + horizon_s))
-    except ProviderError as e:
-        return [], source, [f"no forecast from {provider.title}: {e}"]
-    except Exception as e:  # a provider bug must not stop the run
-        return [], source, [f"no forecast from {provider.title} ({type(e).__name__})"]
-    if segs and min(s[0] for s in segs) > now:  # forecasts may start at the next hour: add the current value
         try:
-            g, t_from, t_to = provider.current()
-            if t_from <= now < t_to:
-                segs.append((t_from, min(t_to, min(s[0] for s in segs)), g))
-        except Exception:  # the forecast alone still decides
-            pass
-    return segs, source, []
-
-
-def decide(st: Settings, now: float, window_s: float, duration_s: float) -> Plan:
-    """The plan for a job of duration_s starting within window_s of now."""
-    segs, source, notes = forecast_for(st, now, window_s + duration_s)
-    try:
-        plan = best_start(segs, now, window_s, duration_s, source=source)
-    except ValueError as e:
-        raise CarbonrunError(str(e), 2) from None
-    plan.notes = notes + (plan.notes if segs or not notes else [])  # the caller's reason says it better
-    return plan
-
-
-# -- expected duration -----------------------------------------------------------------------------------
-def earlier_durations(st: Settings, argv: List[str]) -> List[float]:
-    """Durations of the latest completed runs of exactly this command (newest first); [] without a store."""
-    from carbonrun.measure.engine import open_store
-
-    store = None
-    try:
-        store = open_store(st)
-        runs = store.query(command=" ".join(argv), status="completed", limit=10 * HISTORY_RUNS)
-    except Exception:  # no store yet, or one that cannot be read: the history is only a default
-        return []
-    finally:
-        if store is not None:
+            store = open_store(st)
+        except Exception:  # no usable store: the history is only a default
+            return []
+        try:
+            return earlier_durations(store, argv)
+        finally:
             store.close()
-    return [float(r["duration_s"]) for r in runs if r.get("command") == list(argv)][:HISTORY_RUNS]
-
-
-def expected_duration(st: Settings, argv: List[str]) -> Tuple[float, str]:
-    """(seconds, where it came from): the setting, else the median of earlier completed runs."""
-    if st.values.get("expected_duration"):
-        where = st.sources.get("expected_duration", "flag")
-        return float(st.expected_duration), "--expected-duration" if where == "flag" else where
-    durations = sorted(earlier_durations(st, argv))
-    if not durations:
-        raise CarbonrunError("no earlier completed run of this command to take its duration from: "
-                             "give --expected-duration (like 45m or 2h)", 2)
-    n = len(durations)
-    median = durations[n // 2] if n % 2 else (durations[n // 2 - 1] + durations[n // 2]) / 2
-    return max(median, 1.0), f"median of {n} earlier completed run{'s' * (n > 1)}"
+    return read
 
 
 # -- showing it ------------------------------------------------------------------------------------------
@@ -186,12 +104,8 @@ def _countdown(stream: Any, plan: Plan) -> Any:
 
 def _validate(st: Settings) -> None:
     """Bad input fails now, not after hours of waiting (prepare checks the rest again)."""
-    from carbonrun.measure.engine import parse_scc
-
     parse_scc(st)
-    if st.region and st.intensity is None and not st.intensity_file and not st.provider:
-        from carbonrun.intensity.regions import UnknownRegion, lookup
-
+    if st.region and st.intensity is None and not st.intensity_file and not providers.configured(st.provider):
         try:
             lookup(st.region)
         except UnknownRegion as e:
@@ -207,7 +121,7 @@ def plan_and_wait(argv: List[str], st: Settings, stream: Any = None, clock: Any 
     """
     stream = sys.stderr if stream is None else stream
     _validate(st)
-    duration, how = expected_duration(st, argv)
+    duration, how = expected_duration(st, _earlier(st, argv))
     plan = decide(st, clock(), float(st.start_within), duration)
     plan.extra["expected_duration_from"] = how
     stream.write(f"carbonrun: plan: {describe(plan)} ({plan.source or 'no forecast source'}; duration: {how})\n")
@@ -240,19 +154,16 @@ def plan_and_wait(argv: List[str], st: Settings, stream: Any = None, clock: Any 
 @click.option("--region", metavar="REGION", help=SPECS["region"].help)
 @click.option("--intensity", metavar="G", help=SPECS["intensity"].help)
 @click.option("--intensity-file", metavar="FILE", help=SPECS["intensity_file"].help + " (may reach into the future)")
-@click.option("--provider", metavar="NAME", help=SPECS["provider"].help + ": uk, electricitymaps, watttime")
+@click.option("--provider", metavar="NAME", help=SPECS["provider"].help + ": " + providers.names_help())
 @click.option("--provider-url", metavar="URL", help=SPECS["provider_url"].help, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(as_json: bool, **params: Any) -> int:
     """When to start a job of a given length to emit least: the decision `run --start-within` makes.
 
     Nothing is run. Prints the start time in ISO 8601 and in SLURM's `--begin` format, for cron or
-    batch schedulers. Needs a forecast: a live provider that publishes one (uk, electricitymaps,
-    watttime) or an --intensity-file series that reaches into the future; without one it says so and
-    answers "now".
+    batch schedulers. Needs a forecast: a live provider that publishes one or an --intensity-file series
+    that reaches into the future; without one it says so and answers "now".
     """
-    from carbonrun import settings as settings_mod
-
     flags = {k: (v, "flag") for k, v in params.items() if v is not None}
     st = settings_mod.resolve(flags)
     if not st.values.get("start_within"):

@@ -73,6 +73,8 @@ def run(ctx: click.Context, command: Tuple[str, ...], quiet: bool, no_live: bool
     carbonrun exits with COMMAND's exit code (128+N when a signal N killed it, 127 when it
     cannot be found, 126 when it cannot be executed). Signals sent to carbonrun reach COMMAND.
     """
+    from carbonrun.cli import exits
     from carbonrun.cli.measure import measure_options
 
-    return measure_options(command, dict(params, quiet=quiet, no_live=no_live, json_path=json_path))
+    # As the fast path: exit with the command's code at once, whatever stderr's state at teardown.
+    exits.leave(measure_options(command, dict(params, quiet=quiet, no_live=no_live, json_path=json_path)))

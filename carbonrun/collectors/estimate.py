@@ -1,8 +1,14 @@
-"""Estimated CPU and memory energy for machines with no readable counter (VMs, containers, CI).
+"""Estimated CPU and memory energy for machines with no readable counter (VMs, containers, CI, laptops).
 
-With utilisation u = busy CPU seconds / (threads x elapsed), power is linear in u, so the energy
-integral is exact in the busy-time counter whatever the sampling rate:
-    E(t) = threads x P_idle x t + (P_max - P_idle) x busy_cpu_s(t)
+The power comes from a model fitted on SPECpower_ssj2008 wall-power measurements of real servers
+(collectors/power_model.py): a bare-metal machine is the whole machine (wall power: CPU, memory,
+board, fans, power supply); a VM is its vCPUs' share of a typical host of its CPU model. The model's
+memory part is a meter of its own, so a readable RAPL DRAM counter replaces it instead of adding to it.
+
+Utilisation u = busy CPU seconds / (threads x elapsed) is taken over windows of at least WINDOW_S
+(/proc/stat counts in 10 ms ticks: shorter windows would make u jump between 0 and 1), and each
+window adds P(u) x its length, P linear between the model's 10 % load levels. The range of each
+window's load level, weighted by its energy, gives the meter's low and high factors.
 """
 from __future__ import annotations
 
@@ -12,29 +18,28 @@ import re
 from typing import Optional, Tuple
 
 from carbonrun.collectors.base import Discovery, JobView, Meter, Probe
+from carbonrun.collectors.power_model import Curve, Machine, curve, vm_curve
 from carbonrun.collectors.process import BusyClock, total_memory_bytes
 
-# Cloud Carbon Footprint's AWS averages, per vCPU (shared/data/README.md).
-VCPU_IDLE_W = 0.74
-VCPU_MAX_W = 3.5
-MEMORY_W_PER_GB = 0.375
-# Estimates are coefficients averaged over hardware; the range says how far off they may be.
-LOW, HIGH = 0.5, 1.5
+WINDOW_S = 0.5
 
 _HYPERVISOR_VENDORS = ("kvm", "qemu", "vmware", "xen", "amazon ec2", "google", "microsoft corporation",
                        "innotek", "virtualbox", "openstack", "bochs", "parallels")
 
 
 class CpuEstimate(Meter):
-    component, device, source, estimated = "cpu", "cpu", "estimate", True
-    low_factor, high_factor = LOW, HIGH
+    """Everything but memory: the machine's (or the VM's share of its host's) modelled power."""
 
-    def __init__(self, proc_root: str, threads: int, idle_w: float, max_w: float, method: str) -> None:
+    component, device, source, estimated = "cpu", "cpu", "estimate", True
+
+    def __init__(self, proc_root: str, threads: int, power: Curve, method: str) -> None:
         super().__init__()
-        self.proc, self.threads, self.idle_w, self.max_w = proc_root, threads, idle_w, max_w
-        self.method = method
-        self._busy0 = 0.0
+        self.proc, self.threads, self.power, self.method = proc_root, threads, power, method
+        self.max_w = (power.watts[-1] - power.memory_w) / threads  # one thread's full-load power
+        self.low_factor, self.high_factor = power.at(0.5)[1:]
         self._t0: Optional[float] = None
+        self._tw = self._bw = 0.0  # start of the open window: time, busy seconds
+        self._done = self._low_j = self._high_j = 0.0  # closed windows: joules, and their bounds
         self._last = 0.0
         self._shared_upto = 0.0
         self._clock: Optional[BusyClock] = None
@@ -57,32 +62,49 @@ class CpuEstimate(Meter):
         self._owed = owed - share * delta
         return share
 
+    def watts(self, load: float) -> Tuple[float, float, float]:
+        """(watts without memory, low factor, high factor) at a load in [0, 1]."""
+        w, low, high = self.power.at(load)
+        return max(0.0, w - self.power.memory_w), low, high
+
     def read(self, now: float) -> float:
         """Joules since the first read (busy time before it is not this run's)."""
         try:
             if self._clock is None:
                 self._clock = BusyClock(self.proc)
-            busy_now = self._clock.read()
+            busy = self._clock.read()
         except (OSError, ValueError, IndexError):
             return self._last
         if self._t0 is None:
-            self._t0, self._busy0 = now, busy_now
-        busy = busy_now - self._busy0
-        if busy < 0:
+            self._t0 = self._tw = now
+            self._bw = busy
             return self._last
-        joules = self.threads * self.idle_w * (now - self._t0) + (self.max_w - self.idle_w) * busy
+        dt = now - self._tw
+        if dt <= 0 or busy < self._bw:
+            return self._last
+        p, low, high = self.watts((busy - self._bw) / (self.threads * dt))
+        joules = self._done + p * dt
+        if dt >= WINDOW_S:
+            self._done = joules
+            self._low_j += p * dt * low
+            self._high_j += p * dt * high
+            self._tw, self._bw = now, busy
+            if self._done > 0:
+                self.low_factor, self.high_factor = self._low_j / self._done, self._high_j / self._done
         self._last = max(self._last, joules)
         return self._last
 
 
 class MemoryEstimate(Meter):
-    component, device, source, estimated = "ram", "ram", "estimate", True
-    low_factor, high_factor = LOW, HIGH
+    """The model's memory part: constant power, shared by the memory each process holds."""
 
-    def __init__(self, gb: float) -> None:
+    component, device, source, estimated = "ram", "ram", "estimate", True
+
+    def __init__(self, gb: float, watts: float, low_factor: float = 1.0, high_factor: float = 1.0) -> None:
         super().__init__()
-        self.watts = gb * MEMORY_W_PER_GB
+        self.watts = watts
         self.total_bytes = gb * 1e9
+        self.low_factor, self.high_factor = low_factor, high_factor
         self._t0: Optional[float] = None
 
     def job_share(self, job: JobView) -> Optional[float]:
@@ -142,30 +164,69 @@ def lookup_tdp(model: str) -> Optional[Tuple[str, float]]:
     return best
 
 
-def discover(probe: Probe) -> Discovery:
-    """CPU and memory estimates, with the method written down for the record."""
-    threads = os.cpu_count() or 1
+def chips(proc_root: str = "/proc") -> int:
+    """CPU packages: distinct `physical id`s in cpuinfo (1 when it does not say)."""
+    ids = set()
+    try:
+        with open(f"{proc_root}/cpuinfo") as f:
+            for line in f:
+                if line.startswith("physical id"):
+                    ids.add(line.split(":", 1)[1].strip())
+    except OSError:
+        pass
+    return max(1, len(ids))
+
+
+def dmi_vendor(sys_root: str = "/sys") -> Optional[str]:
+    try:
+        with open(f"{sys_root}/class/dmi/id/sys_vendor") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def this_machine(probe: Probe) -> Tuple[Machine, bool, Optional[str]]:
+    """(what the model needs about this machine, whether it is a VM, the TDP table's matching name)."""
     model = cpu_model(probe.proc_root)
     virtual = is_virtualised(probe.proc_root, probe.sys_root)
-    tdp = None if virtual else lookup_tdp(model)
-    if tdp:
-        per_thread = tdp[1] / threads
-        cpu = CpuEstimate(probe.proc_root, threads, 0.0, per_thread,
-                          f"CPU: TDP of {tdp[0]} ({tdp[1]:.0f} W, CodeCarbon's table) x utilisation")
+    tdp = lookup_tdp(model)
+    mem = total_memory_bytes(probe.proc_root) or 0
+    machine = Machine(model, os.cpu_count() or 1, chips(probe.proc_root), mem / 1e9, tdp[1] if tdp else None,
+                      None if virtual else dmi_vendor(probe.sys_root))
+    return machine, virtual, tdp[0] if tdp else None
+
+
+def model_for(machine: Machine, virtual: bool) -> Tuple[Curve, str]:
+    """The power curve for this machine (or VM) and one line saying how it was made."""
+    tdp = f"TDP {machine.tdp_w:.0f} W" if machine.tdp_w else "TDP unknown"
+    if virtual:
+        power, host = vm_curve(machine.cpu_model, machine.threads, machine.tdp_w)
+        how = (f"virtual machine: {machine.threads} of the {host.threads} threads of a typical 2-chip "
+               f"{power.arch} host ({tdp})")
     else:
-        why = "virtual machine" if virtual else f"CPU model {model!r} not in the TDP table"
-        cpu = CpuEstimate(probe.proc_root, threads, VCPU_IDLE_W, VCPU_MAX_W,
-                          f"CPU ({why}): {threads} vCPU x ({VCPU_IDLE_W} W idle + {VCPU_MAX_W - VCPU_IDLE_W:.2f} W"
-                          " x utilisation), Cloud Carbon Footprint's AWS averages")
-    meters = [cpu]
-    methods = [cpu.method]
-    mem = total_memory_bytes(probe.proc_root)
-    if mem:
-        gb = mem / 1e9
-        meters.append(MemoryEstimate(gb))
-        methods.append(f"memory: {gb:.1f} GB x {MEMORY_W_PER_GB} W/GB")
-    note = ("estimated energy (no readable hardware counter): " + "; ".join(methods)
-            + f"; range {LOW:g}x to {HIGH:g}x")
+        power = curve(machine)
+        how = (f"whole machine: {machine.chips} x {machine.cpu_model} ({power.arch}, {tdp}), "
+               f"{machine.threads} threads, {machine.memory_gb:.0f} GB")
+    used = f", {' and '.join(power.matched)} offset" if power.matched else ""
+    return power, f"{how}; SPECpower_ssj2008 model{used}"
+
+
+def discover(probe: Probe) -> Discovery:
+    """CPU and memory estimates, with the method written down for the record."""
+    machine, virtual, _ = this_machine(probe)
+    power, how = model_for(machine, virtual)
+    cpu = CpuEstimate(probe.proc_root, machine.threads, power, how)
+    meters: list = [cpu]
+    methods = [how]
+    if machine.memory_gb > 0 and power.memory_w > 0:
+        low, high = power.low[0], power.high[0]
+        meters.append(MemoryEstimate(machine.memory_gb, power.memory_w, low, high))
+        methods.append(f"memory: {power.memory_w:.1f} W, the model's memory part")
+    w0, w100 = power.watts[0], power.watts[-1]
+    note = (f"estimated energy (no readable hardware counter): {'; '.join(methods)}; {w0:.0f} W idle to "
+            f"{w100:.0f} W at full load, range {power.low[0]:.2f}x-{power.high[0]:.2f}x idle, "
+            f"{power.low[-1]:.2f}x-{power.high[-1]:.2f}x full (5th-95th percentile of measured / predicted "
+            "on servers the fit never saw)")
     cpu.notes.append(note)
     return Discovery(meters=meters, notes=[],
                      details=[{"kind": "estimate", "method": "; ".join(methods), "virtualised": virtual}])

@@ -12,7 +12,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from carbonrun.gate.stats import POWER, Comparison, TestResult, norm_cdf, norm_ppf, summarize
 
@@ -245,7 +245,7 @@ def paired_spread(d: Sequence[float]) -> float:
     return math.sqrt(statistics.fmean(x * x for x in d)) if d else 0.0
 
 
-def choose_metric(candidates: Dict[str, Tuple[Sequence[float], Sequence[float]]]) -> MetricChoice:
+def choose_metric(candidates: Mapping[str, Tuple[Sequence[float], Sequence[float]]]) -> MetricChoice:
     """The candidate (name -> (baseline samples, current samples)) with the tightest paired spread."""
     spreads: Dict[str, Optional[float]] = {}
     for name, (base, cur) in candidates.items():
@@ -260,15 +260,23 @@ def choose_metric(candidates: Dict[str, Tuple[Sequence[float], Sequence[float]]]
 # -- the comparison the renderers share --------------------------------------------------------------
 
 def comparison(base: Sequence[float], cur: Sequence[float], d: Sequence[float], look: Look,
-               threshold_pct: float, test: str) -> Comparison:
-    """The look as a Comparison: change and interval as ratios in %, at the error rate the look spent."""
-    _, ci = walsh_interval(d, look.alpha / 2.0)  # two-sided 1 - alpha, the look's own level
-    pct = lambda x: 100.0 * math.expm1(x)  # noqa: E731
+               threshold_pct: float, test: str, sequential: bool) -> Comparison:
+    """The look as a Comparison: change and interval as ratios in %.
+
+    A fixed gate shows the two-sided 1 - alpha interval (as the unpaired gate does); a sequential
+    one the interval its look decided with (1 - 2 * the look's share), which is the one that can
+    say "no change" early.
+    """
+    tail = look.alpha if sequential else look.alpha / 2.0
+    _, ci = walsh_interval(d, tail)
+    def pct(x: float) -> float:
+        return 100.0 * math.expm1(x)
+
     change = pct(look.estimate)
     needed = runs_needed(d, threshold_pct, look.alpha, test)
     comp = Comparison(summarize(base), summarize(cur), change, None if ci is None else (pct(ci[0]), pct(ci[1])),
                       change, look.test, look.alpha, threshold_pct, look.verdict or "no change", needed,
-                      ci_level=1.0 - look.alpha)
+                      ci_level=1.0 - 2.0 * tail)
     if needed is not None and needed > look.pairs:
         comp.warnings.append(
             f"the paired spread is wide for the threshold: about {needed} pairs are needed to catch a "

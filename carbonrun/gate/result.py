@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional
 
 from carbonrun.gate import stats
 from carbonrun.gate.paired import MetricChoice, Plan
+from carbonrun.gate.stats import Record
 
 PASS, FAIL, USAGE, COMMAND_FAILED = 0, 1, 2, 3  # the gate's documented exit codes
 
@@ -21,7 +22,7 @@ class Paired:
     plan: Plan
     choice: MetricChoice
     log_ratios: List[float]
-    looks: List[dict] = field(default_factory=list)  # pairs, alpha, verdict at each look taken
+    looks: List[Dict[str, Any]] = field(default_factory=list)  # pairs, alpha, verdict at each look taken
     ref: Optional[str] = None
     commit: Optional[str] = None
 
@@ -40,7 +41,7 @@ class GateResult:
 
     metric: str
     samples: List[float]
-    records: List[dict]
+    records: List[Record]
     gate_id: str
     baseline: Optional[stats.Baseline] = None  # None: budget-only, or --update-baseline
     comparison: Optional[stats.Comparison] = None
@@ -48,7 +49,7 @@ class GateResult:
     written: Optional[str] = None  # baseline file written, if any
     warnings: List[str] = field(default_factory=list)
     paired: Optional[Paired] = None
-    baseline_records: List[dict] = field(default_factory=list)
+    baseline_records: List[Record] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:

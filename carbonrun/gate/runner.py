@@ -11,13 +11,13 @@ import os
 import random
 import uuid as uuidlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from carbonrun.gate import paired, stats
 from carbonrun.gate.result import GateResult, Paired, fmt
-from carbonrun.gate.stats import GateError
+from carbonrun.gate.stats import GateError, Record
 from carbonrun.settings import Settings
 
 Progress = Callable[[str], None]
@@ -181,7 +181,7 @@ def _check_comparable(baseline: Optional[stats.Baseline], o: GateOptions, st: Se
     return warnings
 
 
-def _judge(o: GateOptions, records: List[dict], baseline: Optional[stats.Baseline], gate_id: str) -> GateResult:
+def _judge(o: GateOptions, records: List[Record], baseline: Optional[stats.Baseline], gate_id: str) -> GateResult:
     metric = o.metric or "energy"
     samples = [stats.metric_value(r, metric) for r in records]
     out = GateResult(metric, samples, records, gate_id, baseline,
@@ -218,8 +218,19 @@ def _run_paired(o: GateOptions, st: Settings, gate_id: str, progress: Progress) 
         raise CommandFailed(str(e)) from None
 
 
+@dataclass
+class _Log:
+    """What the pairs so far hold: the runs of each side, the order of each pair, the looks taken."""
+
+    base: List[Record] = field(default_factory=list)
+    cur: List[Record] = field(default_factory=list)
+    order: List[str] = field(default_factory=list)
+    looks: List[Dict[str, Any]] = field(default_factory=list)
+
+
 def _pairs(o: GateOptions, base_argv: List[str], base_cwd: Optional[str], source: str, current_st: Settings,
            base_st: Settings, gate_id: str, progress: Progress, ref: Optional[Tuple[str, str]]) -> GateResult:
+    """Warm up both commands, then run pairs (each in a seeded random order) until a look decides."""
     alpha = 1.0 - o.confidence
     plan = paired.sequential_plan(o.max_runs, alpha) if o.max_runs else paired.fixed_plan(o.runs, alpha)
     seed = o.seed if o.seed is not None else random.SystemRandom().randrange(2 ** 32)
@@ -227,51 +238,52 @@ def _pairs(o: GateOptions, base_argv: List[str], base_cwd: Optional[str], source
     sides = {"b": (base_argv, base_cwd, base_st, "baseline"), "c": (o.command, None, current_st, "current")}
     _warm_up([(base_argv, base_cwd, " of the baseline"), (o.command, None, " of the current command")],
              o.warmup, progress)
-    base: List[dict] = []
-    cur: List[dict] = []
-    order: List[str] = []
-    looks: List[dict] = []
-    look = None
-    d: List[float] = []
-    choice = None
+    log = _Log()
     for i in range(plan.max_pairs):
-        order.append("bc" if rng.random() < 0.5 else "cb")
-        for side in order[-1]:
+        log.order.append("bc" if rng.random() < 0.5 else "cb")
+        for side in log.order[-1]:
             argv, cwd, side_st, name = sides[side]
             rec = _measure(argv, side_st, f"pair {i + 1}/{plan.max_pairs} ({name})", None, cwd)
-            (base if side == "b" else cur).append(rec)
-        progress(f"pair {i + 1}/{plan.max_pairs}: baseline {_brief(base[-1])}, current {_brief(cur[-1])}")
-        n = i + 1
-        if n not in plan.looks:
-            continue
-        k = plan.looks.index(n)
-        choice = _choose(o.metric or "auto", base, cur)
-        d = paired.log_ratios(_values(base, choice.chosen), _values(cur, choice.chosen))
-        look = paired.judge(d, o.max_increase, plan.alphas[k], o.test or "wilcoxon", final=n == plan.max_pairs)
-        looks.append({"pairs": n, "alpha": plan.alphas[k], "metric": choice.chosen,
-                      "change_pct": 100.0 * math.expm1(look.estimate), "verdict": look.verdict})
-        if len(plan.looks) > 1:
-            progress(f"look {k + 1}/{len(plan.looks)} after {n} pairs: {choice.chosen} "
-                     f"{100.0 * math.expm1(look.estimate):+.1f}%, "
-                     + (look.verdict or "undecided, running more pairs"))
-        if look.verdict is not None:
-            break
-    assert look is not None and choice is not None
+            (log.base if side == "b" else log.cur).append(rec)
+        progress(f"pair {i + 1}/{plan.max_pairs}: baseline {_brief(log.base[-1])}, current {_brief(log.cur[-1])}")
+        if i + 1 in plan.looks:
+            choice, d, look = _look(o, plan, log, progress)
+            if look.verdict is not None:
+                break
     metric = choice.chosen
-    b_samples, c_samples = _values(base, metric), _values(cur, metric)
-    comp = paired.comparison(b_samples, c_samples, d, look, o.max_increase, o.test or "wilcoxon")
-    baseline = stats.Baseline(metric, b_samples, stats.fingerprint(base[-1]["host"]),
-                              stats.meter_set(base[-1]["components"]), stats.settings_of(base[-1]),
-                              list(base_argv), _version(), _now(), [r["uuid"] for r in base], source)
-    info = Paired(source, list(base_argv), order, seed, plan, choice, d, looks,
+    b_samples, c_samples = _values(log.base, metric), _values(log.cur, metric)
+    comp = paired.comparison(b_samples, c_samples, d, look, o.max_increase, o.test or "wilcoxon",
+                             len(plan.looks) > 1)
+    last = log.base[-1]
+    baseline = stats.Baseline(metric, b_samples, stats.fingerprint(last["host"]), stats.meter_set(last["components"]),
+                              stats.settings_of(last), list(base_argv), _version(), _now(),
+                              [r["uuid"] for r in log.base], source)
+    info = Paired(source, list(base_argv), log.order, seed, plan, choice, d, log.looks,
                   ref[0] if ref else None, ref[1] if ref else None)
-    out = GateResult(metric, c_samples, cur, gate_id, baseline, comp,
-                     stats.budgets(cur, o.max_kwh, o.max_kg), paired=info, baseline_records=base)
+    out = GateResult(metric, c_samples, log.cur, gate_id, baseline, comp,
+                     stats.budgets(log.cur, o.max_kwh, o.max_kg), paired=info, baseline_records=log.base)
     out.warnings += comp.warnings
     return out
 
 
-def _choose(metric: str, base: Sequence[dict], cur: Sequence[dict]) -> paired.MetricChoice:
+def _look(o: GateOptions, plan: paired.Plan, log: _Log, progress: Progress
+          ) -> Tuple[paired.MetricChoice, List[float], paired.Look]:
+    """Judge the pairs so far at the error rate this look may spend (the last look decides anyway)."""
+    n = len(log.cur)
+    k = plan.looks.index(n)
+    choice = _choose(o.metric or "auto", log.base, log.cur)
+    d = paired.log_ratios(_values(log.base, choice.chosen), _values(log.cur, choice.chosen))
+    look = paired.judge(d, o.max_increase, plan.alphas[k], o.test or "wilcoxon", final=n == plan.max_pairs)
+    change = 100.0 * math.expm1(look.estimate)
+    log.looks.append({"pairs": n, "alpha": plan.alphas[k], "metric": choice.chosen, "change_pct": change,
+                      "verdict": look.verdict})
+    if len(plan.looks) > 1:
+        progress(f"look {k + 1}/{len(plan.looks)} after {n} pairs: {choice.chosen} {change:+.1f}%, "
+                 + (look.verdict or "undecided, running more pairs"))
+    return choice, d, look
+
+
+def _choose(metric: str, base: Sequence[Record], cur: Sequence[Record]) -> paired.MetricChoice:
     """--metric auto: the candidate with the tightest paired spread; otherwise the metric asked for."""
     names = list(paired.CHOICES) + ([metric] if metric not in paired.CHOICES and metric != "auto" else [])
     candidates = {name: (_values(base, name), _values(cur, name)) for name in names}
@@ -292,11 +304,11 @@ def _choose(metric: str, base: Sequence[dict], cur: Sequence[dict]) -> paired.Me
     return paired.MetricChoice(metric, spreads, auto=False)
 
 
-def _values(records: Sequence[dict], metric: str) -> List[float]:
+def _values(records: Sequence[Record], metric: str) -> List[float]:
     return [stats.metric_value(r, metric) for r in records]
 
 
-def _brief(record: dict) -> str:
+def _brief(record: Record) -> str:
     return f"{fmt('energy', record['energy']['total_kwh'])} in {record['duration_s']:.2f} s"
 
 
@@ -347,7 +359,7 @@ def _warm_up(commands: Sequence[Tuple[List[str], Optional[str], str]], count: in
 
 
 def _measure(argv: List[str], st: Settings, label: str, progress: Optional[Progress],
-             cwd: Optional[str] = None) -> dict:
+             cwd: Optional[str] = None) -> Record:
     """One measured, stored run; a failure stops the gate (exit 3)."""
     from carbonrun.measure.engine import execute, prepare
     from carbonrun.measure.session import LaunchError

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from carbonrun import timefmt
 
@@ -30,11 +30,17 @@ class GateError(Exception):
 
 # -- metrics ---------------------------------------------------------------------------------------
 
-def _cpu_energy(record: dict) -> float:
-    return sum(c.get("job_j", 0.0) for c in record.get("components", []) if c.get("component") == "cpu")
+Record = Mapping[str, Any]  # a run record (record.RunRecord) or one read back from a store
 
 
-METRICS: Dict[str, Tuple[str, Callable[[dict], float]]] = {
+def _cpu_energy(record: Record) -> float:
+    from carbonrun.units import counted_j
+
+    attribution = record.get("attribution")
+    return sum(counted_j(c, attribution) for c in record.get("components", []) if c.get("component") == "cpu")
+
+
+METRICS: Dict[str, Tuple[str, Callable[[Record], float]]] = {
     "energy": ("kWh", lambda r: float(r["energy"]["total_kwh"])),
     "emissions": ("kg CO2eq", lambda r: float(r["emissions"]["kg"])),
     "cpu-energy": ("J", _cpu_energy),
@@ -43,7 +49,7 @@ METRICS: Dict[str, Tuple[str, Callable[[dict], float]]] = {
 }
 
 
-def metric_value(record: dict, metric: str) -> float:
+def metric_value(record: Record, metric: str) -> float:
     return METRICS[metric][1](record)
 
 
@@ -337,7 +343,7 @@ class Budget:
     exceeded: bool
 
 
-def budgets(records: Sequence[dict], max_kwh: Optional[float], max_kg: Optional[float]) -> List[Budget]:
+def budgets(records: Sequence[Record], max_kwh: Optional[float], max_kg: Optional[float]) -> List[Budget]:
     out = []
     for name, limit, metric in (("kwh", max_kwh, "energy"), ("kg", max_kg, "emissions")):
         if limit is not None:
@@ -348,7 +354,7 @@ def budgets(records: Sequence[dict], max_kwh: Optional[float], max_kg: Optional[
 
 # -- baseline file and comparability ---------------------------------------------------------------
 
-def fingerprint(host: dict) -> dict:
+def fingerprint(host: Mapping[str, Any]) -> Dict[str, Any]:
     """What makes energy figures comparable between machines. The hostname is left out on purpose:
     CI runners get a fresh name per job, while the CPU model, thread count, memory size (it drives
     the memory estimate), virtualisation and GPU models are what change the joules."""
@@ -357,9 +363,9 @@ def fingerprint(host: dict) -> dict:
             "gpus": sorted(g.get("name", "?") for g in host.get("gpus") or [])}
 
 
-def meter_set(components: Sequence) -> List[dict]:
+def meter_set(components: Sequence[Any]) -> List[Dict[str, Any]]:
     """Which devices were metered and how (measured vs estimated), from record components or meters."""
-    def get(c, k):
+    def get(c: Any, k: str) -> Any:
         return c.get(k) if isinstance(c, dict) else getattr(c, k)
     rows = [{"component": get(c, "component"), "device": get(c, "device"), "source": get(c, "source"),
              "estimated": bool(get(c, "estimated"))} for c in components]
@@ -370,27 +376,27 @@ def meter_set(components: Sequence) -> List[dict]:
 class Baseline:
     metric: str
     samples: List[float]
-    host: dict  # fingerprint()
-    meters: List[dict]  # meter_set()
-    settings: dict  # attribution, pue: both scale the figures
+    host: Dict[str, Any]  # fingerprint()
+    meters: List[Dict[str, Any]]  # meter_set()
+    settings: Dict[str, Any]  # attribution, pue: both scale the figures
     command: List[str]
     carbonrun_version: str
     created_at: str = ""
     runs: List[str] = field(default_factory=list)  # uuids of the stored runs
     source: str = ""  # where it came from, for messages (not written)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> Dict[str, Any]:
         d = asdict(self)
         d.pop("source")
         return {"schema": BASELINE_SCHEMA, "unit": METRICS[self.metric][0],
                 "median": statistics.median(self.samples), **d}
 
 
-def settings_of(record: dict) -> dict:
+def settings_of(record: Record) -> Dict[str, Any]:
     return {"attribution": record.get("attribution"), "pue": (record.get("energy") or {}).get("pue")}
 
 
-def from_records(records: Sequence[dict], metric: str, source: str) -> Baseline:
+def from_records(records: Sequence[Record], metric: str, source: str) -> Baseline:
     """A baseline from stored runs (oldest first); host and meters are those of the newest."""
     from carbonrun import __version__
 
@@ -442,7 +448,8 @@ def _baseline_problem(data: object) -> Optional[str]:
     return None
 
 
-def differences(baseline: Baseline, host: dict, meters: List[dict], settings: dict) -> List[str]:
+def differences(baseline: Baseline, host: Mapping[str, Any], meters: List[Dict[str, Any]],
+                settings: Dict[str, Any]) -> List[str]:
     """Why the baseline's figures cannot be compared with this machine's (empty when they can)."""
     out = []
     now = fingerprint(host)
@@ -461,12 +468,12 @@ def differences(baseline: Baseline, host: dict, meters: List[dict], settings: di
     return out
 
 
-def _meter_key(meters: Sequence[dict]) -> List[tuple]:
+def _meter_key(meters: Sequence[Dict[str, Any]]) -> List[Tuple[Any, ...]]:
     return sorted((m.get("component"), m.get("device"), m.get("source"), bool(m.get("estimated")))
                   for m in meters)
 
 
-def _describe(meters: Sequence[dict]) -> str:
+def _describe(meters: Sequence[Dict[str, Any]]) -> str:
     return ", ".join(f"{m.get('component')}:{m.get('device')} "
                      f"({'estimated' if m.get('estimated') else 'measured'} by {m.get('source')})"
                      for m in meters) or "none"

@@ -334,7 +334,9 @@ def _scrub(text: str, options: Mapping[str, Any]) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= 3:
             text = text.replace(secret, "***")
-    return text
+    from carbonrun.redact import redact_text
+
+    return redact_text(text)
 
 
 def _from_provider(name: str, options: Mapping[str, Any], region: Optional[str], now: float,
@@ -493,7 +495,8 @@ def equivalent(kg: float) -> str:
     elif m >= 1:
         dist = f"{m:.0f} m"
     else:
-        dist = f"{m * 1000:.2g} mm" if m >= 1e-3 else ""
+        dist = f"{m * 1000:.2g} mm" if m < 0.01 else f"{m * 100:.0f} cm"  # never exponent notation (9.4e+02)
+        dist = dist if m >= 1e-3 else ""
     if not dist:
         return "less than 1 mm of driving an average passenger car (US EPA, ~250 g CO2/km)"
     return f"driving an average passenger car about {dist} (US EPA, ~250 g CO2/km)"

@@ -65,33 +65,39 @@ def _where(st: Settings, name: str) -> str:
     return "on the command line" if src == "flag" else f"from {src}"
 
 
-def explain(st: Settings, result: carbon.Intensity, tz_name: Optional[str] = None) -> List[Dict[str, Any]]:
-    """Each step in order, {id, label, state, detail, used}: state is used | not set | skipped (a higher
-    step applied; detail says what it would give) | failed | no guess."""
-    used = next(i for i, s in enumerate(STEPS) if s.source == result.source.split(":")[0])
+def explain(st: Settings, result: Optional[carbon.Intensity], tz_name: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Each step in order, {step, label, state, detail, used}: state is used | not set | skipped (a higher
+    step applied; detail says what it would give) | failed | no guess, or `set` for every given step
+    when the settings could not be resolved (result None: the error says why)."""
+    source = result.source.split(":")[0] if result is not None else None
+    used = next((i for i, s in enumerate(STEPS) if s.source == source), -1)
 
     def state(rank: int, is_set: bool) -> str:
+        if used < 0:
+            return "set" if is_set else "not set"
         return "used" if rank == used else ("skipped" if rank > used and is_set else "not set")
 
     ci, f = st.intensity, st.intensity_file
     states = [
         (state(0, ci is not None), f"{ci:g} g/kWh {_where(st, 'intensity')}" if ci is not None
          else "no fixed figure given"),
-        (state(1, bool(f)), (result.how if used == 1 else f"{f} {_where(st, 'intensity_file')}") if f
-         else "no time series given"),
+        (state(1, bool(f)), (result.how if result is not None and used == 1
+                             else f"{f} {_where(st, 'intensity_file')}") if f else "no time series given"),
         _provider(st, result, used),
         _region(st, used),
         _timezone(used, tz_name),
-        ("used" if used == 5 else "skipped", f"{carbon.WORLD_AVERAGE_G:g} g/kWh (Ember, 2023)"),
+        ("used" if used == 5 else "skipped" if used >= 0 else "set", f"{carbon.WORLD_AVERAGE_G:g} g/kWh (Ember, 2023)"),
     ]
     return [{"step": s.id, "label": s.label, "state": st_, "detail": detail, "used": i == used}
             for i, (s, (st_, detail)) in enumerate(zip(STEPS, states))]
 
 
-def _provider(st: Settings, result: carbon.Intensity, used: int) -> Tuple[str, str]:
+def _provider(st: Settings, result: Optional[carbon.Intensity], used: int) -> Tuple[str, str]:
     name = providers.configured(st.provider)
     if not name:
         return "not set", "none configured (no network is used without one)"
+    if result is None:
+        return "set", f"{name} {_where(st, 'provider')}"
     if used == 2:
         return "used", result.how
     failed = [n for n in result.notes if n.startswith("live provider")]
@@ -108,11 +114,11 @@ def _region(st: Settings, used: int) -> Tuple[str, str]:
     except regions.UnknownRegion:
         return "failed", f"{st.region!r} is in no packaged table"
     what = f"{r.key} ({r.name}) {_where(st, 'region')}: {r.g_per_kwh:g} g/kWh ({r.year})"
-    return ("used" if used == 3 else "skipped"), what
+    return ("used" if used == 3 else "skipped" if used >= 0 else "set"), what
 
 
 def _timezone(used: int, tz_name: Optional[str]) -> Tuple[str, str]:
     zone = tz_name if tz_name is not None else regions.local_timezone()
     code = regions.guess_from_timezone(zone)
     guess = f"{zone} -> {code}" if code else (f"{zone} names no country" if zone else "no system time zone")
-    return ("used" if used == 4 else ("skipped" if code else "no guess")), guess
+    return ("used" if used == 4 else ("skipped" if code and used >= 0 else "no guess" if not code else "set")), guess

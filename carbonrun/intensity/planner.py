@@ -1,7 +1,7 @@
 """Carbon-aware start times: when, within a window, a job of known length would emit least.
 
-The decision only: nothing here prints, sleeps on its own or reads the clock (callers pass `now`, and
-wait_until takes the clock and the sleeper), so every part runs in tests without waiting.
+The decision and its forecast: nothing here prints, sleeps on its own or reads the clock (callers pass
+`now`, and wait_until takes the clock and the sleeper), so every part runs in tests without waiting.
 
 Model: the grid intensity is a step function given as segments (t_from, t_to, g CO2eq/kWh). For a job of
 constant power P and duration d started at s, emissions = P x integral of CI over [s, s+d]. That integral is
@@ -18,9 +18,16 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from carbonrun import paths
+from carbonrun.errors import CarbonrunError
+from carbonrun.intensity import providers
+from carbonrun.intensity.chain import provider_options
+from carbonrun.intensity.carbon import IntensityFileError, load_intensity_file
+from carbonrun.settings import Settings
 from carbonrun.timefmt import format_duration, iso
 
 Segment = Tuple[float, float, float]
@@ -201,6 +208,103 @@ def bounded(segs: List[Segment], limit: int = MAX_RECORD_POINTS) -> List[Segment
         span = sum(b - a for a, b, _ in group)
         out.append((group[0][0], group[-1][1], sum(g * (b - a) for a, b, g in group) / span))
     return out
+
+
+# -- the forecast ----------------------------------------------------------------------------------------
+HISTORY_RUNS = 20  # earlier runs of the command whose median duration is the default expectation
+
+
+def forecast_for(st: Settings, now: float, horizon_s: float) -> Tuple[List[Segment], Optional[str], List[str]]:
+    """(segments, source, notes) covering [now, now + horizon_s] as far as a forecast exists.
+
+    The steps follow the intensity precedence: a fixed figure has nothing to plan, an --intensity-file
+    series may reach into the future, a live provider may publish a forecast; the packaged tables hold
+    annual averages, so without those there is no forecast (and the notes say so).
+    """
+    if st.intensity is not None:
+        return [], "flag", ["a fixed --intensity is the same at every hour: nothing to plan"]
+    if st.intensity_file:
+        return _from_file(st.intensity_file, now)
+    if providers.configured(st.provider):
+        return _from_provider(st, now, horizon_s)
+    return [], None, ["no forecast: the packaged tables hold annual averages (configure a live provider with "
+                      "forecasts, or pass an --intensity-file series that reaches into the future)"]
+
+
+def _from_file(path: str, now: float) -> Tuple[List[Segment], Optional[str], List[str]]:
+    try:
+        series = load_intensity_file(path).series
+    except IntensityFileError as e:
+        raise CarbonrunError(str(e), 2) from None
+    assert series is not None
+    ends = series.starts[1:] + [series.end]
+    segs = [(a, b, g) for a, b, g in zip(series.starts, ends, series.values) if b > a]
+    source = f"file:{os.path.basename(path)}"
+    if series.end <= now:
+        return [], source, [f"the intensity file ends at {iso(series.end)}, before now: no forecast in it"]
+    return segs, source, []
+
+
+def _from_provider(st: Settings, now: float, horizon_s: float) -> Tuple[List[Segment], Optional[str], List[str]]:
+    from carbonrun.intensity.providers.base import ProviderError  # urllib and the providers: only now
+
+    opts: Dict[str, Any] = {"cache_dir": str(paths.cache_dir()), "timeout": 3.0, **provider_options(st)}
+    if st.region and not opts.get("region"):
+        opts["region"] = st.region
+    try:
+        provider = providers.get_provider(str(st.provider), opts)
+    except ValueError as e:
+        raise CarbonrunError(str(e), 2) from None
+    source = f"provider:{provider.name}"
+    try:
+        segs = list(provider.forecast(now, now + horizon_s))
+    except ProviderError as e:
+        return [], source, [f"no forecast from {provider.title}: {e}"]
+    except Exception as e:  # a provider bug must not stop the run
+        return [], source, [f"no forecast from {provider.title} ({type(e).__name__})"]
+    if segs and min(s[0] for s in segs) > now:  # forecasts may start at the next hour: add the current value
+        try:
+            g, t_from, t_to = provider.current()
+            if t_from <= now < t_to:
+                segs.append((t_from, min(t_to, min(s[0] for s in segs)), g))
+        except Exception:  # the forecast alone still decides
+            pass
+    return segs, source, []
+
+
+def decide(st: Settings, now: float, window_s: float, duration_s: float) -> Plan:
+    """The plan for a job of duration_s starting within window_s of now."""
+    segs, source, notes = forecast_for(st, now, window_s + duration_s)
+    try:
+        plan = best_start(segs, now, window_s, duration_s, source=source)
+    except ValueError as e:
+        raise CarbonrunError(str(e), 2) from None
+    plan.notes = notes + (plan.notes if segs or not notes else [])  # the caller's reason says it better
+    return plan
+
+
+def earlier_durations(store: Any, argv: Sequence[str]) -> List[float]:
+    """Durations of the latest completed runs of exactly this command (newest first), from an open run
+    store; [] when it cannot be read (the history is only a default)."""
+    try:
+        runs = store.query(command=" ".join(argv), status="completed", limit=10 * HISTORY_RUNS)
+    except Exception:  # no store yet, or one that cannot be read
+        return []
+    return [float(r["duration_s"]) for r in runs if r.get("command") == list(argv)][:HISTORY_RUNS]
+
+
+def expected_duration(st: Settings, earlier: Callable[[], Sequence[float]]) -> Tuple[float, str]:
+    """(seconds, where it came from): the setting, else the median of earlier completed runs."""
+    if st.values.get("expected_duration"):
+        where = st.sources.get("expected_duration", "flag")
+        return float(st.expected_duration), "--expected-duration" if where == "flag" else where
+    durations = sorted(earlier())
+    if not durations:
+        raise CarbonrunError("no earlier completed run of this command to take its duration from: "
+                             "give --expected-duration (like 45m or 2h)", 2)
+    n = len(durations)
+    median = durations[n // 2] if n % 2 else (durations[n // 2 - 1] + durations[n // 2]) / 2
+    return max(median, 1.0), f"median of {n} earlier completed run{'s' * (n > 1)}"
 
 
 # -- waiting ---------------------------------------------------------------------------------------------

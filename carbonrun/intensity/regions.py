@@ -98,6 +98,12 @@ def lookup(name: str) -> Region:
     return region
 
 
+def alpha3(key: str) -> str:
+    """The ISO 3166 alpha-3 code of a country key (FR -> FRA); "" for a cloud region or an unknown key."""
+    _tables()
+    return _ISO3.get(key, "")
+
+
 def _unknown_message(name: str, query: str) -> str:
     idx = _index()
     candidates = list(idx)

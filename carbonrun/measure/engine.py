@@ -7,11 +7,11 @@ store's fallback apply to all of them alike. Renders nothing: the caller passes 
 """
 from __future__ import annotations
 
-import threading
+import _thread
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
 from carbonrun.collectors.base import Discovery, Probe
 from carbonrun import paths
@@ -26,8 +26,12 @@ if TYPE_CHECKING:
     from carbonrun.measure.launcher import Claim
     from carbonrun.measure.loop import Loop, Outcome
     from carbonrun.record import RunRecord
+    from carbonrun.store.base import Store
 
     L = TypeVar("L", bound=Loop)
+
+
+STORE_FAILED = "the run store failed"  # how the notes saying where a record went instead begin
 
 
 @dataclass(eq=False)
@@ -39,14 +43,14 @@ class Prepared:
     found: Discovery
     intensity: Intensity
     scc: Optional[Tuple[float, float, float]]
-    store: Any  # a run store (store.open_store): SQLite or PostgreSQL
+    store: Store  # SQLite, PostgreSQL, or none (--no-store)
     record: RunRecord
     job: Optional[Claim] = None  # SLURM/torchrun: this rank's claim on metering its node
     thread: int = 0  # the thread that opened `store` (SQLite connections stay in theirs)
     released: bool = False
 
 
-def open_store(st: Settings) -> Any:
+def open_store(st: Settings) -> Store:
     """The run store of the settings (an SQLite path or a postgresql:// URL), not yet connected."""
     from carbonrun.store import open_store
 
@@ -88,7 +92,7 @@ def prepare(argv: Sequence[str], st: Settings) -> Prepared:
     record = new_record(argv, st.tags, host_info(st.proc_root, "/sys", found.gpus), st.attribution,
                         st.interval, now)
     record["base_notes"] = list(found.notes) + ([f"not stored: {refused}"] if refused else [])
-    return Prepared(st, probe, found, intensity, scc, store, record, thread=threading.get_ident())
+    return Prepared(st, probe, found, intensity, scc, store, record, thread=_thread.get_ident())
 
 
 def start(p: Prepared, make: Callable[[Sequence[Meter], Accountant, float, str], L]) -> L:
@@ -114,7 +118,7 @@ def checkpoint(p: Prepared, loop: Loop) -> None:
     block's sampler), with a connection of its own and a copy of the record."""
     from carbonrun.record import fill
 
-    if threading.get_ident() == p.thread:
+    if _thread.get_ident() == p.thread:
         _save(p, fill(p.record, loop, p.intensity, p.scc, final=False))
     else:
         store = open_store(p.settings)
@@ -141,7 +145,8 @@ def execute(p: Prepared, argv: Sequence[str], on_draw: Optional[Callable[[Loop],
     except BaseException as e:
         release(p)
         if isinstance(e, LaunchError):
-            p.record.update(status="failed", exit_code=e.exit_code, ended_at=p.record["started_at"])
+            p.record["status"], p.record["exit_code"] = "failed", e.exit_code
+            p.record["ended_at"] = p.record["started_at"]
             p.record["notes"].append(str(e))
             _save(p, p.record)
         raise
@@ -183,11 +188,8 @@ def finish(p: Prepared, loop: Loop) -> RunRecord:
 
 def _save(p: Prepared, record: RunRecord, first: bool = False) -> None:
     """Store the record; if the store fails, keep it in a file beside it and say where."""
-    import sqlite3
-
     from carbonrun.measure.launcher import mark
     from carbonrun.record import to_json
-    from carbonrun.store.base import StoreError
 
     mark(record)  # a rank pointing to its node's meter counts no energy
     try:
@@ -195,9 +197,14 @@ def _save(p: Prepared, record: RunRecord, first: bool = False) -> None:
             p.store.begin(record, time.time())
         else:
             p.store.save(record)
-    except (StoreError, sqlite3.Error, OSError) as e:
+    except Exception as e:  # whatever the store's trouble (SQLite, disk, network), keep the record
         if record.get("status") == "running":
             return  # a checkpoint can fail; the final save will try again
-        fallback = p.store.keep_aside(record, to_json(record))  # 0600: command lines can hold secrets
-        record["notes"].append(f"the run store failed ({e}); the record was written to {fallback}")
+        try:
+            fallback = p.store.keep_aside(record, to_json(record))  # 0600: command lines can hold secrets
+        except Exception as e2:  # a full or read-only disk everywhere: the record lives on in memory
+            record["notes"].append(f"{STORE_FAILED} ({e}) and no file could take the record "
+                                   f"({getattr(e2, 'strerror', None) or e2}); it is only in this summary")
+            return
+        record["notes"].append(f"{STORE_FAILED} ({e}); the record was written to {fallback}")
 

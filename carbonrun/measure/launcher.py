@@ -13,7 +13,11 @@ import re
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Dict, List, Mapping, Optional
+from typing import IO, TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
+
+if TYPE_CHECKING:
+    from carbonrun.record import RunRecord
+    from carbonrun.settings import Settings
 
 from carbonrun import paths
 
@@ -132,7 +136,7 @@ def elect(path: Path, uuid: str, wait_s: float = WAIT_FOR_METER_S) -> Claim:
         return Claim("meter", lock=f)
 
 
-def claim(record: dict, st):
+def claim(record: RunRecord, st: Settings) -> Tuple[Optional[Claim], Settings]:
     """Add the job section to a new record and elect the node's meter: returns (Claim or None, settings).
 
     A meter sharing its node with other ranks counts the whole machine (attribution `machine`): its
@@ -159,19 +163,20 @@ def claim(record: dict, st):
         record["attribution"] = "machine"
         notes.append(f"this run meters the whole node for job {job['job_id']}: {job['local_world_size']} ranks"
                      " share it, so the attribution is `machine`")
-    for key in ("base_notes", "notes"):  # base_notes survive each fill of the record
-        record.setdefault(key, []).extend(notes)
+    record.setdefault("base_notes", []).extend(notes)  # base_notes survive each fill of the record
+    record["notes"].extend(notes)
     return c, st
 
 
-def mark(record: dict) -> None:
+def mark(record: RunRecord) -> None:
     """A pointer run counts no node energy: its components are marked and every total is 0."""
     job = record.get("job") or {}
     if job.get("role") != "pointer":
         return
     for c in record.get("components", []):
-        c.update(machine_j=0.0, job_j=0.0, low_j=0.0, high_j=0.0, counted=False, metered_by=job.get("metered_by"))
-    record["energy"].update(machine_kwh=0.0, job_kwh=0.0, total_kwh=0.0)
+        c.update({"machine_j": 0.0, "job_j": 0.0, "low_j": 0.0, "high_j": 0.0, "counted": False,
+                  "metered_by": job.get("metered_by")})
+    record["energy"].update({"machine_kwh": 0.0, "job_kwh": 0.0, "total_kwh": 0.0})
     record["emissions"] = {"kg": 0.0, "low_kg": 0.0, "high_kg": 0.0}
     sc = record.get("social_cost_usd") or {}
     for k in ("low", "central", "high"):

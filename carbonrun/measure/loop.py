@@ -6,17 +6,19 @@ process, woken by signals) and `Block` (this process, on a daemon thread). The s
 """
 from __future__ import annotations
 
+import _thread
 import os
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 from carbonrun.accounting.energy import Accountant, Attributor
 from carbonrun.collectors.base import ATTRIBUTION_STEP_S, Meter
 from carbonrun.collectors.process import ProcessTree, TreeSample
 
-ATTRIBUTION_STEP = ATTRIBUTION_STEP_S  # the old name
+if TYPE_CHECKING:
+    import threading
+
 CHECKPOINT_EVERY_S = 5.0  # how often a running record is stored: a crash loses at most this much
 DRAW_EVERY_S = 0.25  # the live table's refresh period
 
@@ -159,19 +161,24 @@ class Block(Loop):
         super().__init__(meters, accountant, interval, proc_root, clock, wall)
         self._job0 = self._job_prev = 0.0
         self._own0 = self._own = 0.0
-        self._stop = threading.Event()
+        self._stop: Optional[threading.Event] = None
         self._thread: Optional[threading.Thread] = None
+        self._ident = -1  # the sampler thread's
 
     def start(self) -> None:
+        import threading  # only here: a wrapped command's start-up does without it
+
         self.tree = ProcessTree(os.getpid(), self.proc_root)
         self._job0 = self.tree.sample().job_cpu_s  # CPU time used before the block is not the block's
         self.begin()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="carbonrun-track", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         """A failure ends measuring, not the program."""
-        self._own0 = time.thread_time()
+        assert self._stop is not None
+        self._ident, self._own0 = _thread.get_ident(), time.thread_time()
         try:
             while not self._stop.wait(self.wait_s()):
                 self.advance(self.clock())
@@ -180,15 +187,15 @@ class Block(Loop):
 
     def job_cpu(self, sample: TreeSample) -> float:
         """CPU seconds of the block so far: this process tree since the start, less the sampler thread."""
-        if threading.current_thread() is self._thread:
+        if _thread.get_ident() == self._ident:
             self._own = time.thread_time() - self._own0
         self._job_prev = max(self._job_prev, sample.job_cpu_s - self._job0 - self._own)
         return self._job_prev
 
     def stop(self, exit_code: int, interrupted: bool = False) -> Outcome:
         """Stop the thread, take the last tick and step, and close the outcome."""
-        self._stop.set()
-        if self._thread is not None:
+        if self._stop is not None and self._thread is not None:
+            self._stop.set()
             self._thread.join()
         o = self.end()
         o.exit_code, o.interrupted = exit_code, interrupted

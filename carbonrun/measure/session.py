@@ -11,44 +11,20 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from carbonrun.accounting.energy import Accountant
 from carbonrun.collectors.base import ATTRIBUTION_STEP_S, Meter
 from carbonrun.collectors.process import ProcessTree, spawn_in_cgroup
-from carbonrun.measure.loop import Loop, Outcome
+from carbonrun.measure.loop import Hook, Loop, Outcome
+from carbonrun.measure.spawn import SI_KERNEL, SI_USER, TERMINATING, LaunchError, Waiter, block_signals, caller, spawn
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+__all__ = ["Session", "Outcome", "LaunchError", "block_signals", "spawn", "become_subreaper"]
+FORWARDED = tuple(sorted(TERMINATING))  # every signal that would end carbonrun reaches the command instead
 INTERRUPTING = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
-WAITED = frozenset(FORWARDED + (signal.SIGCHLD,))
+WAITED = frozenset(TERMINATING | {signal.SIGCHLD})  # before the caller's ignored ones are left out
 ATTRIBUTION_STEP = ATTRIBUTION_STEP_S  # the old name; the period is collectors.base's
-SI_KERNEL = 0x80  # si_code of signals the kernel generated (the terminal's Ctrl-C, a hangup)
-
-
-class LaunchError(Exception):
-    """The command could not be started; exit_code is 127 (not found) or 126 (not executable)."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def block_signals() -> None:
-    """Block the waited signals in this thread (and every thread started after): call first thing."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
-
-
-def spawn(argv: Sequence[str], env: Optional[dict] = None) -> int:
-    """Start the command with no shell, an empty signal mask and default dispositions."""
-    try:
-        return os.posix_spawnp(argv[0], list(argv), os.environ if env is None else env,
-                               setsigmask=(), setsigdef=WAITED)
-    except FileNotFoundError:
-        raise LaunchError(f"command not found: {argv[0]}", 127) from None
-    except PermissionError:
-        raise LaunchError(f"permission denied: {argv[0]}", 126) from None
-    except OSError as e:
-        raise LaunchError(f"cannot execute {argv[0]}: {e.strerror}", 126) from None
+IDLE_WAIT_S = 60.0  # the longest sleep once measuring has stopped: any signal still wakes it
 
 
 def become_subreaper() -> None:
@@ -69,34 +45,77 @@ class Session(Loop):
                  wall: Callable[[], float] = time.time) -> None:
         super().__init__(meters, accountant, interval, proc_root, clock, wall)
         self.pid = 0
+        self.measuring = True  # False once a part of measuring failed: the command still runs to its end
         self._root_cpu = 0.0  # the child's own and reaped descendants' CPU, from wait4
 
-    def run(self, argv: Sequence[str], env: Optional[dict] = None) -> Outcome:
-        """Spawn argv and measure it until it exits. Call block_signals() before this."""
+    def run(self, argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> Outcome:
+        """Spawn argv and measure it until it exits. Call block_signals() before this.
+
+        Once the command has started, nothing on carbonrun's side (a meter, the store, the live table)
+        can end this before the command does: a failing part stops, with a note, and the wait goes on."""
         become_subreaper()
-        self.begin()
+        try:
+            self.begin()
+        except Exception as e:  # a meter that cannot be read does not stop the command from running
+            self.t0 = self.now = self.clock()
+            self._stop_measuring("the opening reads", e)
+        self._guard_hooks()
         # A job cgroup where allowed: the tree's CPU in one read (collectors/process.py:JobCgroup)
         self.pid, cgroup = spawn_in_cgroup(lambda: spawn(argv, env), self.proc_root)
-        self.tree = ProcessTree(self.pid, self.proc_root, orphans_of=os.getpid(), cgroup=cgroup)
+        try:
+            self.tree = ProcessTree(self.pid, self.proc_root, orphans_of=os.getpid(), cgroup=cgroup)
+        except Exception as e:
+            self._stop_measuring("the process tree", e)
         self._loop()
         return self._finish()
 
-    def _loop(self) -> None:
-        while True:
-            info = signal.sigtimedwait(WAITED, self.wait_s())
-            if info is not None and self._on_signal(info):
-                return
-            self.advance(self.clock())
+    def _stop_measuring(self, what: str, e: BaseException) -> None:
+        self.measuring = False
+        self.outcome.notes.append(f"measuring stopped early ({what} failed: {type(e).__name__}: {e}); "
+                                  "the figures cover the run up to then")
 
-    def _on_signal(self, info) -> bool:
-        """Handle one signal; True when the child has exited."""
-        if info.si_signo == signal.SIGCHLD:
+    def _guard_hooks(self) -> None:
+        """A live table on a broken terminal or a full store disk turns itself off, with a note."""
+        def guarded(name: str, hook: Hook) -> Hook:
+            def call(loop: Loop) -> None:
+                try:
+                    hook(loop)
+                except Exception as e:
+                    setattr(self, name, None)
+                    self.outcome.notes.append(f"{name[3:]} stopped: {type(e).__name__}: {e}")
+            return call
+
+        for name in ("on_draw", "on_checkpoint"):
+            hook = getattr(self, name)
+            if hook is not None:
+                setattr(self, name, guarded(name, hook))
+
+    def _loop(self) -> None:
+        waiter = Waiter(caller().waited)
+        while True:
+            got = waiter.wait(self.wait_s() if self.measuring else IDLE_WAIT_S)
+            if got is not None and self._on_signal(*got):
+                return
+            if self.measuring:
+                try:
+                    self.advance(self.clock())
+                except Exception as e:
+                    self._stop_measuring("a tick", e)
+
+    def _on_signal(self, signo: int, code: int = SI_USER, sender: int = 0) -> bool:
+        """Handle one signal; True when the command has exited.
+
+        Passed on to the command unless the kernel sent it to the whole foreground group already (a
+        terminal's Ctrl-C or hangup) or carbonrun caused it itself (its own write to a closed pipe)."""
+        if signo == signal.SIGCHLD:
             return self._reap()
-        if info.si_signo in INTERRUPTING:
+        if sender == os.getpid() and code <= SI_USER:
+            return False
+        if signo in INTERRUPTING:
             self.outcome.interrupted = True
-        if info.si_code != SI_KERNEL:  # a terminal's signal already reached the child's group
+        if code != SI_KERNEL:
             try:
-                os.kill(self.pid, info.si_signo)
+                os.kill(self.pid, signo)
             except ProcessLookupError:
                 pass
         return False
@@ -122,9 +141,21 @@ class Session(Loop):
                 self.tree.add_reaped(cpu)
 
     def _finish(self) -> Outcome:
-        assert self.tree is not None
-        self.tree.finish(self._root_cpu)
-        o = self.end()
+        o = self.outcome
+        try:
+            if not self.measuring or self.tree is None:
+                raise _Stopped
+            self.tree.finish(self._root_cpu)
+            self.end()
+        except Exception as e:
+            if not isinstance(e, _Stopped):
+                self._stop_measuring("the closing reads", e)
+            now = self.clock()
+            o.ended_wall, o.duration_s = self.wall(), now - self.t0
         if o.signalled == signal.SIGINT:
             o.interrupted = True
         return o
+
+
+class _Stopped(Exception):
+    """Measuring had stopped before the command ended: close the outcome with what there is."""

@@ -44,7 +44,7 @@ def _place(region: Optional[str]) -> Tuple[str, str, str, str]:
         from carbonrun.intensity import regions
 
         r = regions.lookup(region)
-        return r.name, regions._ISO3.get(r.key, ""), "", ""  # _ISO3 is filled by lookup's table load
+        return r.name, regions.alpha3(r.key), "", ""
     except (LookupError, OSError, ValueError):
         return "", "", "", ""
 

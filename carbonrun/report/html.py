@@ -70,12 +70,17 @@ footer{color:var(--muted);font-size:12.5px;margin-top:22px}
 @media (max-width:800px){main{padding:18px 14px 32px}.cards{grid-template-columns:1fr 1fr}
  .two{grid-template-columns:1fr}.card .v{font-size:21px}th,td{padding:5px 6px}.hide-narrow{display:none}}
 @page{size:A4;margin:12mm}
-@media print{body{background:#fff;font-size:10.5pt}main{max-width:none;padding:0}
- .cards{grid-template-columns:repeat(4,1fr);gap:6px;margin:8px 0}.card{padding:6px 8px}.card .v{font-size:15pt}
- section{padding:8px 10px;margin:6px 0;break-inside:avoid}.two{gap:6px}.cmd{background:#f1f5f9;color:#0f172a;
- border:1px solid var(--line);margin:6px 0 4px;padding:5px 8px}h1{font-size:16pt}h2{margin-bottom:4px}
- svg{max-height:62mm}td,th{padding:3px 6px}dl{gap:2px 12px;font-size:9.5pt}footer{margin-top:6px}
- .notes{font-size:9pt}}
+@media print{body{background:#fff;font-size:9pt;line-height:1.35}main{max-width:none;padding:0}h1{font-size:14pt}
+ .cmd{background:#f1f5f9;color:#0f172a;border:1px solid var(--line);margin:5px 0 3px;padding:4px 8px;font-size:8.5pt}
+ .meta,code{font-size:8.5pt}.cards{grid-template-columns:repeat(4,1fr);gap:5px;margin:6px 0}.card{padding:5px 8px}
+ .card .k,.card .s{font-size:7.5pt}.card .v{font-size:13pt}.card small{font-size:9pt}
+ section{padding:5px 9px;margin:4px 0;break-inside:avoid;border-radius:6px}.two{grid-template-columns:1fr 1fr;gap:5px}
+ h2{font-size:7.5pt;margin:0 0 3px}svg{max-height:32mm}.est-note{display:none}.badge{padding:0 6px;font-size:7pt}
+ .legend{font-size:8pt;margin:0 0 2px}
+ table{font-size:8.5pt}td,th{padding:2px 6px}.hide-narrow{display:table-cell}dl{gap:1px 10px;font-size:8.5pt}
+ blockquote{font-size:9.5pt}.method{font-size:7.5pt;margin-top:3px;line-height:1.3}ul.notes li{margin:0}
+ .notes{font-size:7.5pt;line-height:1.3}
+ footer{margin-top:4px;font-size:7.5pt}}
 """
 
 
@@ -124,7 +129,7 @@ class _Frame:
     ymax: float
     left: int = 64
     right: int = 36
-    top: int = 40
+    top: int = 16
     bottom: int = 46
 
     def x(self, seconds: float) -> float:
@@ -199,7 +204,7 @@ def power_chart(timeline: dict, width: int = 720, height: int = 300, estimated: 
     yt = nice_ticks(peak * 1.05 if peak > 0 else 1.0, 5)
     unit = time_unit(span)
     xt = [x * unit[0] for x in nice_ticks(span / unit[0], 6) if x * unit[0] <= span * 1.001]  # axis ends with the run
-    f = _Frame(width, height, span, yt[-1], top=16)
+    f = _Frame(width, height, span, yt[-1])
     colors = series_colors(list(series))
     note = ('<p class="est-note">Dashed lines are estimates (no hardware counter): the power follows the'
             ' model, not a reading.</p>' if any(n.split(" ", 1)[0] in estimated for n in series) else "")
@@ -212,7 +217,7 @@ def power_chart(timeline: dict, width: int = 720, height: int = 300, estimated: 
 # -- sections ------------------------------------------------------------------------------------------
 def _card(key: str, value: str, sub: str) -> str:
     """A key figure; the unit after the number is set smaller so big figures fit one line."""
-    number, _, unit = value.partition(" ")
+    number, _, unit = value.partition(" ") if not value.startswith("<") else (value, "", "")
     return (f'<div class="card"><div class="k">{esc(key)}</div><div class="v">{esc(number)}'
             f'{f" <small>{esc(unit)}</small>" if unit else ""}</div><div class="s">{esc(sub)}</div></div>')
 
@@ -275,6 +280,8 @@ def components(r: dict) -> str:
         return '<p class="meta">No energy meter was available for this run.</p>'
     key = counted_key(r.get("attribution"))
     total = sum(c.get(key, 0) for c in comps if c.get("counted", True)) or 1.0
+    unit = units.energy_unit([float(c.get(k) or 0) / units.J_PER_KWH for c in comps for k in ("job_j", "machine_j")],
+                             2)[0]  # one unit for the table, so the rows compare at a glance
     rows = []
     for i, c in enumerate(comps):
         est = bool(c.get("estimated"))
@@ -282,16 +289,17 @@ def components(r: dict) -> str:
         counted = c.get("counted", True)
         share = c.get(key, 0) / total if counted else 0.0
         d, mark = (2, "~") if est else (4, "")
-        rng = (units.between(units.joules, c.get("low_j", 0), c.get("high_j", 0), d) if est and c.get("high_j")
+        rng = (units.between(units.joules, c.get("low_j", 0), c.get("high_j", 0), d, unit) if est and c.get("high_j")
                else "" if est else "exact counter")
         pct = f"{share * 100:.0f}%" if counted else "-"
+        machine_j, job_j = (f"{mark if c.get(k) else ''}{units.joules(float(c.get(k) or 0.0), d, unit)}"
+                            for k in ("machine_j", "job_j"))
         rows.append(
             f'<tr><td><span class="dot" style="background:{color_of(c["component"], i)}"></span>'
             f'<b>{esc(c["component"])}</b> <span class="meta">{esc(c.get("device"))}</span></td>'
             f'<td>{esc(c.get("source"))} <span class="badge {"warn" if est else "ok"}">{kind}</span>'
             f'{"" if counted else " <span class=meta>(not added: covers the others)</span>"}</td>'
-            f'<td class="n hide-narrow">{mark if c.get("machine_j") else ""}{units.joules(c.get("machine_j", 0), d)}</td>'
-            f'<td class="n">{mark if c.get("job_j") else ""}{units.joules(c.get("job_j", 0), d)}</td>'
+            f'<td class="n hide-narrow">{machine_j}</td><td class="n">{job_j}</td>'
             f'<td class="n hide-narrow">{esc(rng)}</td><td><div class="share"><div class="bar"><i style="width:'
             f'{share * 100:.1f}%;background:{color_of(c["component"], i)}"></i></div><b>{pct}</b></div></td></tr>')
     head = ('<tr><th>Component</th><th>Source</th><th class="n hide-narrow">Machine</th><th class="n">Job</th>'
@@ -345,19 +353,12 @@ def embodied(r: dict) -> str:
 
 
 def statement(r: dict) -> str:
-    """The Henderson et al. (2020) statement, from report/statement.py when it is there."""
-    try:
-        from carbonrun.report import statement as st
+    """The Henderson et al. (2020) statement (report/statement.py) with its footnote."""
+    from carbonrun.report import statement as st
 
-        f = st.facts(r)
-        text, method = st.sentence(f), st.method(f)
-    except (ImportError, AttributeError):
-        e, em = r.get("energy", {}), r.get("emissions", {})
-        text = (f"This work contributed {em.get('kg', 0):.3g} kg of CO2eq to the atmosphere and used "
-                f"{e.get('total_kwh', 0):.3g} kWh of electricity.")
-        method = ""
-    return (f'<section><h2>Carbon impact statement</h2><blockquote>{esc(text)}</blockquote>'
-            f'{f"<p class=method>{esc(method)}</p>" if method else ""}</section>')
+    f = st.facts(r)
+    return (f'<section><h2>Carbon impact statement</h2><blockquote>{esc(st.sentence(f))}</blockquote>'
+            f'<p class="method">{esc(st.method(f))}</p></section>')
 
 
 def host(r: dict) -> str:
@@ -399,11 +400,12 @@ def notes(r: dict) -> str:
 def render(record: dict, *, color: bool = False, width: int = 100) -> str:
     r = record
     title = f"carbonrun run #{r.get('id')}: {' '.join(r.get('command', []))[:80]}"
+    estimated = sorted({str(c.get("component")) for c in r.get("components") or [] if c.get("estimated")})
+    chart = power_chart(r.get("timeline") or {}, estimated=estimated)
     body = [header(r), cards(r),
-            f'<section><h2>Power over time (whole machine, per component)</h2>{power_chart(r.get("timeline") or {})}'
-            "</section>",
+            f'<section><h2>Power over time (whole machine, per device)</h2>{chart}</section>',
             f"<section><h2>Energy per component</h2>{components(r)}</section>",
-            carbon(r), statement(r), host(r), notes(r),
+            carbon(r), embodied(r), statement(r), host(r), notes(r),
             f'<footer>carbonrun {esc(r.get("carbonrun_version", ""))} &middot; {esc(r.get("schema", ""))}'
             f' &middot; run {esc(r.get("uuid", ""))}</footer>']
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -138,28 +138,34 @@ def sentence(f: Dict[str, Any], esc: Callable[[str], str] = str, co2: str = "CO2
     return text
 
 
+SOURCES = {"rapl": "RAPL energy counters", "nvml": "NVML energy counters"}
+KINDS = {"cpu": "CPU package", "dram": "DRAM", "gpu": "GPU", "ram": "memory", "psys": "platform"}
+
+
 def _hardware(record: Dict[str, Any]) -> str:
-    """"RAPL counters (cpu package-0, dram 0) and NVML (gpu 0: NVIDIA H100)" from the components."""
+    """"measured with RAPL energy counters (CPU package, DRAM) and NVML energy counters (2 x NVIDIA A100)"."""
     measured: Dict[str, List[str]] = {}
     estimated: List[str] = []
-    gpus = {str(g.get("index")): g.get("name") for g in (record.get("host") or {}).get("gpus") or []}
+    gpus = {str(g.get("index")): str(g.get("name")) for g in (record.get("host") or {}).get("gpus") or []}
     for c in units.counted(record):
-        comp, dev = str(c.get("component") or ""), str(c.get("device") or "")
-        name = comp if dev in ("", comp) else f"{comp} {dev}"
-        if c.get("component") == "gpu":
-            model = gpus.get(str(c.get("device")).removeprefix("gpu"))
-            name += f" ({model})" if model else ""
-        if c.get("estimated"):
-            estimated.append(name)
-        else:
-            measured.setdefault(str(c.get("source") or "counter"), []).append(name)
-    parts = [f"{src} ({', '.join(names)})" for src, names in measured.items()]
+        comp = str(c.get("component") or "")
+        name = KINDS.get(comp, comp)
+        if comp == "gpu":
+            name = gpus.get(str(c.get("device")).replace("gpu", ""), "GPU")
+        target = estimated if c.get("estimated") else measured.setdefault(str(c.get("source") or "counter"), [])
+        target.append(name)
+
+    def listed(names: List[str]) -> str:
+        counts = {n: names.count(n) for n in names}
+        return ", ".join(f"{k} x {n}" if k > 1 else n for n, k in counts.items())
+
+    parts = [f"{SOURCES.get(src, src)} ({listed(names)})" for src, names in measured.items()]
     out = f"measured with {' and '.join(parts)}" if parts else ""
     if estimated:
-        out += ("; " if out else "") + f"estimated from CPU utilisation and memory for {', '.join(estimated)}"
+        out += ("; " if out else "") + f"estimated from utilisation ({listed(estimated)}; range 0.5x to 1.5x)"
     host = record.get("host") or {}
     cpu = f", CPU {host['cpu_model']}" if host.get("cpu_model") else ""
-    return (out or "no energy meter") + f" on host {host.get('name', 'unknown')}{cpu}"
+    return (out or "not measured (no energy meter)") + f" on host {host.get('name', 'unknown')}{cpu}"
 
 
 def method(f: Dict[str, Any]) -> str:
@@ -173,7 +179,7 @@ def method(f: Dict[str, Any]) -> str:
     g = i.get("g_per_kwh")
     if g is not None:
         where = f" for {f['region']}" if f["region"] else ""
-        parts.append(f"Grid carbon intensity {units.intensity(g)} g CO2eq/kWh{where} ({i.get('how') or f['source']}).")
+        parts.append(f"Grid carbon intensity {units.intensity(g)} g CO2eq/kWh{where}: {i.get('how') or f['source']}.")
     else:
         parts.append("No grid carbon intensity was recorded.")
     basis = f["cost"].get("basis")

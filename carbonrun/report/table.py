@@ -27,8 +27,9 @@ def _console(color: bool, width: int):
 
 
 def _name(c: dict) -> str:
+    """"cpu package-0", "gpu 0", "dram-0" (not "dram dram-0"), "cpu" (not "cpu cpu")."""
     comp, dev = str(c.get("component", "")), str(c.get("device", ""))
-    return comp if dev in ("", comp) else f"{comp} {dev}"
+    return dev if dev.startswith(comp) else f"{comp} {dev}"
 
 
 def component_rows(record: dict) -> Tuple[List[str], List[List[str]]]:
@@ -36,18 +37,21 @@ def component_rows(record: dict) -> Tuple[List[str], List[List[str]]]:
     process = counts_job(record.get("attribution"))
     heads = ["component", "job" if process else "machine", "machine" if process else "job (not counted)", "source"]
     rows = []
-    for c in record.get("components", []):
+    comps = record.get("components", [])
+    unit = units.energy_unit([float(c.get(k) or 0.0) / units.J_PER_KWH for c in comps
+                              for k in ("job_j", "machine_j")], 2)[0]  # one unit for the whole table
+    for c in comps:
         mine, other = ("job_j", "machine_j") if process else ("machine_j", "job_j")
         value = float(c.get(mine) or 0.0)
         est = bool(c.get("estimated"))
         d = (units.digits_for(value, c.get("low_j"), c.get("high_j")) if value > 0 else 2) if est else 4
         src = str(c.get("source", "")) + ("" if c.get("counted", True) else " (not added)")
-        rows.append([_name(c), _joules(value, d, est), _joules(float(c.get(other) or 0.0), d, est), src])
+        rows.append([_name(c), _joules(value, d, est, unit), _joules(float(c.get(other) or 0.0), d, est, unit), src])
     return heads, rows
 
 
-def _joules(j: float, digits: int, estimated: bool) -> str:
-    return (units.ESTIMATE if estimated and j else "") + units.joules(j, digits)
+def _joules(j: float, digits: int, estimated: bool, unit: Optional[str] = None) -> str:
+    return (units.ESTIMATE if estimated and j else "") + units.joules(j, digits, unit)
 
 
 def _intensity(record: dict) -> str:
@@ -124,11 +128,17 @@ def summary_lines(record: dict, *, width: int = 0, color: bool = False, verbose:
     eq = _equivalent(float((record.get("emissions") or {}).get("kg") or 0.0))
     if eq:
         rows.append(("equivalent", eq))
-    if record.get("plan") or record.get("embodied"):  # sections present only when asked (docs/carbon.md)
-        from carbonrun.accounting import embodied
+    if record.get("plan"):  # present only when asked (docs/carbon.md)
         from carbonrun.intensity import planner
 
-        rows += [r for r in (planner.summary_line(record), embodied.summary_line(record)) if r]
+        rows += [r for r in (planner.summary_line(record),) if r]
+    emb = record.get("embodied")
+    if emb and emb.get("kg") is not None:
+        parts = ", ".join(f"{d.get('kind')}{' ' + str(d['device']) if d.get('kind') == 'gpu' else ''}"
+                          f" {units.mass(float(d.get('kg') or 0), 2)}" for d in emb.get("per_device") or [])
+        rows.append(("embodied", f"{units.ESTIMATE}{units.mass(float(emb['kg']), 2)} CO2eq"
+                                 f"{f' ({parts})' if verbose and parts else ''}; manufacturing share, not in"
+                                 " the emissions"))
     if verbose:
         u = record.get("usage") or {}
         rows.append(("usage", f"job CPU {u.get('job_cpu_s', 0):.2f} s of {u.get('machine_busy_cpu_s', 0):.2f} s busy"

@@ -13,11 +13,15 @@ import math
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 from carbonrun.store.owner import owner_alive
 
-STATUSES = ("running", "completed", "failed", "interrupted", "incomplete")
+if TYPE_CHECKING:
+    from carbonrun.record import RunRecord
+
+Record = Dict[str, Any]  # a record as read back (older ones may lack fields a RunRecord has)
+
 INCOMPLETE_NOTE = ("carbonrun stopped before the run ended (killed or power lost): figures up to the last"
                    " checkpoint")
 NOT_FINITE_NOTE = "some figures were not finite numbers (NaN or infinite) and were stored as null: {}"
@@ -70,10 +74,10 @@ def finite(x: Any, path: str = "", bad: Optional[List[str]] = None) -> Any:
     return x
 
 
-def storable(record: dict) -> dict:
+def storable(record: Record) -> Record:
     """The record as it may be stored: no NaN or infinity anywhere (a note says which were dropped)."""
     bad: List[str] = []
-    clean = finite(record, "", bad)
+    clean: Record = finite(record, "", bad)
     if bad:
         note = NOT_FINITE_NOTE.format(", ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""))
         if note not in clean.setdefault("notes", []):
@@ -81,7 +85,7 @@ def storable(record: dict) -> dict:
     return clean
 
 
-def summary(record: dict) -> Tuple[Optional[float], Optional[float], Optional[float], Optional[float]]:
+def summary(record: Record) -> Tuple[Optional[float], Optional[float], Optional[float], Optional[float]]:
     """The small columns a listing reads: duration_s, total_kwh, kg, g_per_kwh (None when not finite)."""
     def num(v: Any) -> Optional[float]:
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
@@ -90,7 +94,7 @@ def summary(record: dict) -> Tuple[Optional[float], Optional[float], Optional[fl
             num((record.get("emissions") or {}).get("kg")), num((record.get("intensity") or {}).get("g_per_kwh")))
 
 
-def check_record(record: Any) -> dict:
+def check_record(record: Any) -> Record:
     """A record read back, or UnreadableRecord saying why: the figures every report uses must be numbers."""
     if not isinstance(record, dict):
         raise UnreadableRecord("not a JSON object")
@@ -104,7 +108,12 @@ def check_record(record: Any) -> dict:
                    ("intensity.g_per_kwh", (record.get("intensity") or {}).get("g_per_kwh"))):
         if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v)):
             raise UnreadableRecord(f"{key} is {v!r}, not a number")
-    return record
+    return cast(Record, record)
+
+
+def writable(record: "RunRecord") -> Record:
+    """A run record as the plain dict the stores write into (its id, notes)."""
+    return cast(Record, record)
 
 
 def load_json(value: Any) -> Any:
@@ -155,18 +164,18 @@ class Store(ABC):
 
     # -- writing ---------------------------------------------------------------------------------------
     @abstractmethod
-    def begin(self, record: dict, started_ts: float) -> Optional[int]:
+    def begin(self, record: "RunRecord", started_ts: float) -> Optional[int]:
         """Store a starting run; its id (also set in the record), or None when it was spooled."""
 
     @abstractmethod
-    def save(self, record: dict) -> None:
+    def save(self, record: "RunRecord") -> None:
         """Store the record as it stands (a checkpoint or the final version); StoreError if it cannot."""
 
     @abstractmethod
     def delete(self, ids: Iterable[int]) -> int:
         """Remove runs by id in one transaction; unknown ids are ignored. Returns how many went."""
 
-    def keep_aside(self, record: dict, text: Optional[str] = None) -> Path:
+    def keep_aside(self, record: "RunRecord", text: Optional[str] = None) -> Path:
         """Last resort when the store failed: the record (as `text`) in a private file of its own, in the
         data directory, else the working directory, else /tmp; returns where."""
         from carbonrun.files import private_dirs, write_atomic
@@ -185,13 +194,13 @@ class Store(ABC):
 
     # -- reading ---------------------------------------------------------------------------------------
     @abstractmethod
-    def get(self, ref: str) -> dict:
+    def get(self, ref: str) -> Record:
         """A run by `last`, `-N` (N-th most recent), numeric id, or uuid prefix; KeyError when not there."""
 
     @abstractmethod
     def query(self, *, limit: Optional[int] = None, tags: Optional[Dict[str, str]] = None,
               command: Optional[str] = None, status: Optional[str] = None, since_ts: Optional[float] = None,
-              job: Optional[str] = None, brief: bool = False, summary: bool = False) -> List[dict]:
+              job: Optional[str] = None, brief: bool = False, summary: bool = False) -> List[Record]:
         """Runs, newest first. `brief` leaves out each timeline; `summary` gives only what a listing
         shows (id, uuid, started_at, status, command, tags, duration_s, energy.total_kwh, emissions.kg,
         intensity.g_per_kwh), read from small columns."""
@@ -245,7 +254,7 @@ class SqlStore(Store):
         """The run's timeline kept apart from its record, or None."""
 
     # -- reading ---------------------------------------------------------------------------------------
-    def _record(self, row: Row) -> dict:
+    def _record(self, row: Row) -> Record:
         """A (id, record, status, owner) row as a record; UnreadableRecord when it cannot be read."""
         try:
             record = load_json(row[1])
@@ -258,31 +267,31 @@ class SqlStore(Store):
         return self._live(record, row[2], row[3])
 
     @staticmethod
-    def _live(record: dict, status: str, owner: Optional[str]) -> dict:
+    def _live(record: Record, status: str, owner: Optional[str]) -> Record:
         if status == "running" and not owner_alive(owner):
             record["status"] = "incomplete"
             record.setdefault("notes", []).append(INCOMPLETE_NOTE)
         return record
 
-    def _summary(self, row: Row) -> dict:
+    def _summary(self, row: Row) -> Record:
         """A listing's row: id, uuid, started_at, status, owner, command, tags, duration, kWh, kg, g/kWh."""
         rid, uuid, started_at, status, owner, command, tags, duration, kwh, kg, g = row
         if kwh is None or kg is None:
             raise UnreadableRecord("its energy or emissions are not numbers")
-        try:
-            command, tags = load_json(command), load_json(tags)
+        try:  # this runs once a row: 100,000 rows must list in well under a second
+            command = load_json(command)
+            tags = {} if tags == "{}" else load_json(tags)
         except ValueError as e:
             raise UnreadableRecord(f"bad JSON ({e})") from None
         record = {"id": rid, "uuid": uuid, "started_at": started_at, "status": status, "command": command,
-                  "tags": tags, "duration_s": duration, "energy": {"total_kwh": kwh}, "emissions": {"kg": kg}}
-        if g is not None:
-            record["intensity"] = {"g_per_kwh": g}
-        return self._live(record, status, owner)
+                  "tags": tags, "duration_s": duration, "energy": {"total_kwh": kwh}, "emissions": {"kg": kg},
+                  "intensity": {"g_per_kwh": g} if g is not None else {}}
+        return record if status != "running" else self._live(record, status, owner)
 
     def _skip(self, run_id: Any, e: Exception) -> None:
         self.warnings.append(f"run #{run_id} cannot be read ({e}): skipped")
 
-    def get(self, ref: str) -> dict:
+    def get(self, ref: str) -> Record:
         kind, value = parse_ref(ref)
         cols = f"SELECT id, {self.RECORD_COL}, status, owner FROM {self.FROM_RECORDS}"
         rows: List[Row] = []
@@ -310,7 +319,7 @@ class SqlStore(Store):
 
     def query(self, *, limit: Optional[int] = None, tags: Optional[Dict[str, str]] = None,
               command: Optional[str] = None, status: Optional[str] = None, since_ts: Optional[float] = None,
-              job: Optional[str] = None, brief: bool = False, summary: bool = False) -> List[dict]:
+              job: Optional[str] = None, brief: bool = False, summary: bool = False) -> List[Record]:
         where, args = ["1=1"], []  # type: List[str], List[Any]
         if status:
             where.append("status = ?")
@@ -337,7 +346,7 @@ class SqlStore(Store):
             make = self._record
         sql += " WHERE " + " AND ".join(where) + " ORDER BY id DESC"
         live_only = status in ("running", "incomplete")
-        out: List[dict] = []
+        out: List[Record] = []
         for row in self._rows(sql, args):  # SQLite streams: reading stops at the limit
             if live_only and owner_alive(row[4 if summary else 3]) != (status == "running"):
                 continue
@@ -381,7 +390,7 @@ class SqlStore(Store):
         return [r[0] for r in rows if not (r[1] == "running" and owner_alive(r[2]))]
 
 
-def summary_row(record: dict) -> Dict[str, Any]:
+def summary_row(record: Record) -> Dict[str, Any]:
     """The columns a backend writes beside the record (the same for every store)."""
     duration, kwh, kg, g = summary(record)
     job = record.get("job") or {}

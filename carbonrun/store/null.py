@@ -5,16 +5,19 @@ A run is measured, printed and exported as usual; no record is written anywhere.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
-from carbonrun.store.base import NoStore, Store
+from carbonrun.store.base import NoStore, Record, Store, writable
+
+if TYPE_CHECKING:
+    from carbonrun.record import RunRecord
 
 NONE_SPECS = ("none", "/dev/null")
 
 
 class NullStore(Store):
     kind = "none"
-    where = "no store (--no-store)"
+    where = "store none: runs are not kept"
 
     def connect(self, create: bool = True) -> None:
         if not create:
@@ -23,26 +26,26 @@ class NullStore(Store):
     def close(self) -> None:
         pass
 
-    def begin(self, record: dict, started_ts: float) -> Optional[int]:
-        record["id"] = None
+    def begin(self, record: "RunRecord", started_ts: float) -> Optional[int]:
+        writable(record)["id"] = None
         return None
 
-    def save(self, record: dict) -> None:
+    def save(self, record: "RunRecord") -> None:
         pass
 
-    def keep_aside(self, record: dict, text: Optional[str] = None) -> Path:  # never reached: saving cannot fail
+    def keep_aside(self, record: "RunRecord", text: Optional[str] = None) -> Path:  # never reached: saving cannot fail
         raise OSError("no store")
 
     def delete(self, ids: Iterable[int]) -> int:
         return 0
 
-    def get(self, ref: str) -> dict:
+    def get(self, ref: str) -> Record:
         self.connect(create=False)
         raise KeyError(ref)
 
     def query(self, *, limit: Optional[int] = None, tags: Optional[Dict[str, str]] = None,
               command: Optional[str] = None, status: Optional[str] = None, since_ts: Optional[float] = None,
-              job: Optional[str] = None, brief: bool = False, summary: bool = False) -> List[dict]:
+              job: Optional[str] = None, brief: bool = False, summary: bool = False) -> List[Record]:
         self.connect(create=False)
         return []
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from carbonrun.files import private_dirs, write_atomic
 from carbonrun.redact import redact
-from carbonrun.store.base import Row, SqlStore, StoreError, check_prune, storable, summary_row  # noqa: F401
-from carbonrun.store.owner import owner_alive as _alive, owner_token  # noqa: F401
+from carbonrun.store.base import (Record, Row, SqlStore, StoreError, check_prune, storable,  # noqa: F401
+                                  summary_row, writable)
+from carbonrun.store.owner import owner_token
+
+if TYPE_CHECKING:
+    from carbonrun.record import RunRecord
 
 SCHEMA_VERSION = 2
 CONNECT_TIMEOUT_S = 3
@@ -193,19 +197,21 @@ class PgStore(SqlStore):
         return rows[0][0] if rows else None
 
     # -- writing -----------------------------------------------------------------------------------
-    def begin(self, record: dict, started_ts: float) -> Optional[int]:
+    def begin(self, run: "RunRecord", started_ts: float) -> Optional[int]:
         """Insert a starting run; returns its id, or None when it was spooled (offline)."""
+        record = writable(run)
         self._meta[record["uuid"]] = (owner_token(), started_ts)
         if self.connect() is None:
             self._spool(record)
             return None
-        self.save(record)
+        self.save(run)
         return record.get("id")
 
-    def save(self, record: dict) -> None:
+    def save(self, run: "RunRecord") -> None:
         """Write the record as it stands; spool it when the server is away (retried for the final save)."""
         import psycopg
 
+        record = writable(run)
         if self._conn is None and not (self.offline and record.get("status") == "running"):
             self.connect()  # offline checkpoints wait; the final save tries once more
         if self._conn is None:
@@ -223,7 +229,7 @@ class PgStore(SqlStore):
         self._unspool(record["uuid"], saved_ns)
 
     @staticmethod
-    def _upsert(conn: Any, record: dict, owner: Optional[str], started_ts: float, saved_ts: float) -> int:
+    def _upsert(conn: Any, record: Record, owner: Optional[str], started_ts: float, saved_ts: float) -> int:
         """Write one version of a run. It reached the database: a note that it waits in the spool is
         no longer true, and goes."""
         from psycopg.types.json import Jsonb
@@ -251,12 +257,12 @@ class PgStore(SqlStore):
             return int(conn.execute("DELETE FROM carbonrun.runs WHERE id = ANY(%s)", (wanted,)).rowcount)
 
     # -- the spool ---------------------------------------------------------------------------------
-    def keep_aside(self, record: dict, text: Optional[str] = None) -> Path:
+    def keep_aside(self, run: "RunRecord", text: Optional[str] = None) -> Path:
         """The last resort is the spool itself: `carbonrun sync` sends it when the server is back."""
-        self._spool(record)
+        self._spool(writable(run))
         return self.spool
 
-    def _spool(self, record: dict) -> None:
+    def _spool(self, record: Record) -> None:
         """Keep this version of the run in a private local file (atomic), replacing the older one."""
         owner, started_ts = self._meta.get(record["uuid"], (owner_token(), time.time()))
         saved_ns = time.time_ns()

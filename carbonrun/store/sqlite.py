@@ -21,12 +21,15 @@ import sqlite3
 import stat
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from carbonrun.files import RefusedPath, create_private, private_dirs, read_head
-from carbonrun.store.base import (NoStore, Row, SqlStore, StoreError, check_prune, storable,  # noqa: F401
-                                  summary_row)
-from carbonrun.store.owner import owner_alive as _owner_alive, owner_token as _owner_token  # noqa: F401
+from carbonrun.store.base import (NoStore, Record, Row, SqlStore, StoreError, check_prune,  # noqa: F401
+                                  storable, summary_row, writable)
+from carbonrun.store.owner import owner_token
+
+if TYPE_CHECKING:
+    from carbonrun.record import RunRecord
 
 APPLICATION_ID = 0x43524E31  # "CRN1" in the SQLite header: marks the file as ours
 SCHEMA_VERSION = 3
@@ -330,8 +333,9 @@ class SqliteStore(SqlStore):
         with self._reading() as db:
             return list(db.execute(sql, tuple(args)))
 
-    def begin(self, record: dict, started_ts: float) -> int:
+    def begin(self, run: "RunRecord", started_ts: float) -> int:
         """Insert a starting run; returns its id (also written into the record)."""
+        record = writable(run)
         db = self._connection()
         outer = db.in_transaction  # a caller's transaction (bulk inserts) is joined, not nested
         if not outer:
@@ -342,9 +346,9 @@ class SqliteStore(SqlStore):
                 "INSERT INTO runs (uuid, started_at, started_ts, status, command, tags, owner)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (record["uuid"], record["started_at"], started_ts, record["status"], json.dumps(record["command"]),
-                 json.dumps(record["tags"]), _owner_token()))
+                 json.dumps(record["tags"]), owner_token()))
             record["id"] = cur.lastrowid
-            self.save(record)
+            self.save(run)
             if not outer:
                 db.execute("COMMIT")
         except BaseException:
@@ -354,10 +358,11 @@ class SqliteStore(SqlStore):
             raise
         return int(record["id"])
 
-    def save(self, record: dict) -> None:
+    def save(self, run: "RunRecord") -> None:
         """Write the record as it stands. A checkpoint of a running record is not synced to disk
         (WAL keeps the file consistent; a power cut loses at most the last checkpoints); a
         finished record is."""
+        record = writable(run)
         if record.get("id") is None:
             raise StoreError("the run was never inserted")
         db = self._connection()
@@ -406,7 +411,7 @@ class SqliteStore(SqlStore):
         return removed
 
 
-def _dumps(record: dict) -> Tuple[str, Optional[str]]:
+def _dumps(record: Record) -> Tuple[str, Optional[str]]:
     """(the record with its timeline left as null, the timeline): ValueError on NaN or infinity."""
     timeline = record.get("timeline")
     body = json.dumps({**record, "timeline": None} if "timeline" in record else record, allow_nan=False)

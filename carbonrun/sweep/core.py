@@ -27,10 +27,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from carbonrun.errors import CarbonrunError
 from carbonrun import paths
+from carbonrun.collectors import nvml
+from carbonrun.collectors.base import Probe
+from carbonrun.errors import CarbonrunError
+from carbonrun.files import private_dirs, write_atomic
+from carbonrun.measure import engine
+from carbonrun.measure.session import INTERRUPTING
 from carbonrun.record import iso
 from carbonrun.settings import Settings
+from carbonrun.report import units as report_units
+from carbonrun.store.owner import owner_alive, owner_token
 from carbonrun.units import counted_key, joules
 
 SCHEMA = "carbonrun.sweep/1"
@@ -310,9 +317,6 @@ class GpuLimit:
 
 def sweep_gpus(gpus_spec: str) -> List[dict]:
     """The GPUs --gpus and CUDA_VISIBLE_DEVICES select ({index, name, uuid}); usage error when none."""
-    from carbonrun.collectors import nvml
-    from carbonrun.collectors.base import Probe
-
     if (gpus_spec or "").strip().lower() == "none":
         raise CarbonrunError("--power-limit needs a GPU, but --gpus none selects none", 2)
     found = nvml.discover(Probe(gpus=gpus_spec or "all"))
@@ -327,8 +331,6 @@ def sweep_gpus(gpus_spec: str) -> List[dict]:
 
 def read_limits(gpus: Sequence[Mapping[str, Any]]) -> List[GpuLimit]:
     """Each GPU's limit in force and its range, read before anything is changed."""
-    from carbonrun.collectors import nvml
-
     out = []
     for g in gpus:
         try:
@@ -350,8 +352,6 @@ def check_range(limits_w: Sequence[float], gpus: Sequence[GpuLimit]) -> None:
 
 def check_permission(gpus: Sequence[GpuLimit]) -> None:
     """Set each GPU's limit to itself: the same permission check as a real change, changing nothing."""
-    from carbonrun.collectors import nvml
-
     for g in gpus:
         try:
             nvml.set_power_limit(g.index, g.original_mw)
@@ -383,8 +383,6 @@ def read_state(path: Path) -> Optional[dict]:
 
 def check_no_pending(path: Path) -> None:
     """Refuse to start while another sweep runs, or a killed one left limits changed."""
-    from carbonrun.store.owner import owner_alive
-
     state = read_state(path)
     if state is None:
         return
@@ -396,21 +394,15 @@ def check_no_pending(path: Path) -> None:
 
 
 def _write_state(path: Path, sweep_id: str, gpus: Sequence[GpuLimit]) -> None:
-    from carbonrun.store.owner import owner_token
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(path.parent)
     data = {"schema": STATE_SCHEMA, "sweep": sweep_id, "pid": os.getpid(), "owner": owner_token(os.getpid()),
             "written_at": time.time(),
             "gpus": [{"index": g.index, "uuid": g.uuid, "name": g.name, "limit_mw": g.original_mw} for g in gpus]}
-    from carbonrun.files import write_atomic
-
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _set_all(targets: Sequence[Tuple[int, int]]) -> List[str]:
     """Set (index, mW) on each GPU, carrying on past failures; returns one message per failure."""
-    from carbonrun.collectors import nvml
-
     errors = []
     for index, mw in targets:
         try:
@@ -464,8 +456,6 @@ class LimitGuard:
 
 def restore_from_state(path: Path) -> Tuple[List[str], List[str]]:
     """`carbonrun sweep --restore`: (what was restored, failures); the GPUs are found again by UUID."""
-    from carbonrun.store.owner import owner_alive
-
     state = read_state(path)
     if state is None:
         return [], []
@@ -486,9 +476,6 @@ def restore_from_state(path: Path) -> Tuple[List[str], List[str]]:
 
 def _indices_by_uuid() -> Dict[str, int]:
     """NVML index of every GPU by UUID, CUDA_VISIBLE_DEVICES aside (limits are per physical GPU)."""
-    from carbonrun.collectors import nvml
-    from carbonrun.collectors.base import Probe
-
     hidden = os.environ.pop("CUDA_VISIBLE_DEVICES", None)
     try:
         found = nvml.discover(Probe(gpus="all"))
@@ -533,8 +520,6 @@ def run_all(sw: Sweep, st: Settings, guard: Optional[LimitGuard], progress: Opti
     Call carbonrun.measure.session.block_signals() first: a signal that lands between runs is then found pending
     here instead of killing the sweep with the limits changed.
     """
-    from carbonrun.measure import engine as runner
-
     total = len(sw.points) * sw.repeat
     n = 0
     for point in sw.points:
@@ -547,11 +532,11 @@ def run_all(sw: Sweep, st: Settings, guard: Optional[LimitGuard], progress: Opti
             if progress:
                 progress(n, total, point, None)
             argv, env = command_for(sw.argv, point, sw.knobs)
-            prepared = runner.prepare(argv, point_settings(st, sw, point))
+            prepared = engine.prepare(argv, point_settings(st, sw, point))
             if guard is not None and point.limit_w is not None:
                 guard.apply(point.limit_w)
             with environment(env):
-                record, outcome = runner.execute(prepared, argv)
+                record, outcome = engine.execute(prepared, argv)
             result = RunResult.from_record(record)
             point.runs.append(result)
             if progress:
@@ -576,8 +561,6 @@ def point_settings(st: Settings, sw: Sweep, point: Point) -> Settings:
 
 def pending_interrupt() -> Optional[int]:
     """Take an interrupting signal that arrived between runs (blocked, so pending); its number or None."""
-    from carbonrun.measure.session import INTERRUPTING
-
     waiting = signal.sigpending() & INTERRUPTING
     if not waiting:
         return None
@@ -633,9 +616,11 @@ def watts(w: float) -> str:
 
 
 def si(x: Optional[float], unit: str) -> str:
-    """1234.5 J -> "1.23 kJ": three significant digits, SI prefixes; "-" when unknown."""
+    """1234.5 W -> "1.23 kW": three significant digits, SI prefixes (energy as J, Wh, kWh); "-" when unknown."""
     if x is None:
         return "-"
+    if unit == "J":  # energy reads as in every other report: J, Wh, kWh (report/units.py)
+        return report_units.joules(x, 3)
     for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m")):
         if abs(x) >= scale:
             return f"{x / scale:.3g} {prefix}{unit}"

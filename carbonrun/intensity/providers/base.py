@@ -12,9 +12,13 @@ import math
 import os
 import re
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, List, Mapping, Optional, Tuple, TypeVar, Union
 
-from carbonrun.validate import G_PER_KWH, STEP_S, UNIX_TIME, number
+# the HTTP client (carbonrun/net.py, shared with the Pushgateway); its names stay importable from here
+from carbonrun.net import (  # noqa: F401
+    CREDENTIAL_HEADERS, MAX_BODY, TooLarge, _redirects, credential_problem, http_get, is_loopback,
+)
+from carbonrun.validate import G_PER_KWH, STEP_S, TIMEOUT_S, UNIX_TIME, number
 
 T = TypeVar("T")
 Segment = Tuple[float, float, float]  # (valid_from, valid_to, g CO2eq per kWh), unix seconds
@@ -30,6 +34,10 @@ class ProviderError(Exception):
         self.status = status
 
 
+# What parsing an unexpected (or hostile) answer can raise: a wrong shape, a bad number or time.
+_BAD_ANSWER = (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, RecursionError)
+
+
 class UnknownProvider(ValueError):
     """No provider has that name (a usage error, unlike a provider failure)."""
 
@@ -39,12 +47,20 @@ _ISO = re.compile(
 )
 
 
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """An exception's text cut to `limit` characters: a server's junk must not fill notes and records."""
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def parse_time(text: str) -> float:
     """Unix seconds from ISO 8601 with a UTC offset ("2024-05-01T12:00Z", "...T12:00:00.000+02:00").
 
     Written out because Python 3.9's fromisoformat takes neither "Z" nor 3-digit fractions everywhere,
     and a time without an offset is ambiguous, so it is refused.
     """
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not an ISO 8601 time")
     m = _ISO.match(text.strip())
     if not m:
         raise ValueError(f"{text!r} is not ISO 8601 with a UTC offset")
@@ -128,7 +144,7 @@ class Provider:
     def __init__(self, options: Optional[Mapping[str, Any]] = None) -> None:
         opts = dict(options or {})
         self.base_url = str(opts.get("base_url") or self.default_base_url).rstrip("/")
-        self.timeout = float(opts.get("timeout") or 3.0)
+        self.timeout = number(opts.get("timeout") or 3.0, TIMEOUT_S, "provider timeout (s)")
         self.region: Optional[str] = opts.get("region") or self.default_region
         self.cache = DiskCache(opts.get("cache_dir"))
         self.clock: Callable[[], float] = opts.get("clock") or time.time
@@ -138,10 +154,6 @@ class Provider:
     def current(self, region: Optional[str] = None) -> Reading:
         """(g_per_kwh, valid_from, valid_to): the intensity now and the interval it is valid for."""
         raise NotImplementedError
-
-    def history(self, start: float, end: float, region: Optional[str] = None) -> List[Segment]:
-        """Past intensities overlapping [start, end]."""
-        raise ProviderError(f"{self.title}: no history endpoint")
 
     def forecast(self, start: float, end: float, region: Optional[str] = None) -> List[Segment]:
         """Forecast intensities overlapping [start, end] (for carbon-aware scheduling)."""
@@ -188,14 +200,14 @@ class Provider:
         if body is not None:
             try:
                 return parse(body)
-            except (KeyError, IndexError, TypeError, ValueError):
+            except _BAD_ANSWER:
                 pass  # a cached answer we cannot read: ask again
         hdrs = headers() if callable(headers) else (headers or {})
         body = self.get_json(url, hdrs)
         try:
             parsed = parse(body)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise self.fail(f"unexpected answer ({type(exc).__name__}: {exc})") from None
+        except _BAD_ANSWER as exc:
+            raise self.fail(f"unexpected answer ({type(exc).__name__}: {_short(exc)})") from None
         if cache:
             self.cache.put(url, body, min(expires(parsed), now + 2 * self.granularity_s), now)
         return parsed
@@ -231,127 +243,6 @@ class Provider:
 
     def credentials_hint(self) -> str:
         return "the provider's credentials"
-
-
-# -- HTTP: bounded, and credentials only where the user sent them --------------------------------------
-MAX_BODY = 8 << 20  # the APIs answer a few kB; a server streaming more is not an intensity provider
-CREDENTIAL_HEADERS = ("authorization", "auth-token", "proxy-authorization", "cookie", "x-api-key")
-
-
-class TooLarge(Exception):
-    """The answer went past MAX_BODY."""
-
-
-def _origin(url: str) -> Tuple[str, str, Optional[int]]:
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
-
-
-def is_loopback(host: Optional[str]) -> bool:
-    import ipaddress
-
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def credential_problem(url: str) -> Optional[str]:
-    """Why credentials must not go to `url` (None when they may): https only, but for loopback."""
-    import urllib.parse
-
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return "the URL is malformed"
-    if parts.scheme.lower() == "https":
-        return None
-    if parts.scheme.lower() == "http" and is_loopback(host):
-        return None
-    return "credentials travel only over https (plain http only to a loopback address)"
-
-
-def _redirects() -> Any:
-    """A redirect handler that drops credential headers when the redirect leaves the origin
-    (scheme, host, port), as browsers and curl do, and follows only http(s)."""
-    import urllib.error
-    import urllib.request
-
-    class SameOriginCredentials(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
-            import urllib.parse
-
-            target = urllib.parse.urljoin(req.full_url, newurl)
-            if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
-                raise urllib.error.HTTPError(target, code, "redirect to a scheme other than http(s)", headers, fp)
-            new = super().redirect_request(req, fp, code, msg, headers, newurl)
-            if new is not None and _origin(target) != _origin(req.full_url):
-                for name in list(new.headers):
-                    if name.lower() in CREDENTIAL_HEADERS:
-                        del new.headers[name]
-                for name in list(new.unredirected_hdrs):
-                    if name.lower() in CREDENTIAL_HEADERS:
-                        del new.unredirected_hdrs[name]
-            return new
-
-    return SameOriginCredentials
-
-
-def http_get(url: str, headers: Mapping[str, str], timeout: float, max_bytes: int = MAX_BODY) -> bytes:
-    """GET `url`, answer in hand within `timeout` seconds in all (connect, headers and body together).
-
-    urllib's timeout bounds each socket read, so a server sending one byte a second would hold a
-    caller for ever; the request runs on a daemon thread instead, and a late one is abandoned (its
-    socket timeout and MAX_BODY still end it). Redirects keep credentials within the origin.
-    """
-    import threading
-
-    deadline = time.monotonic() + timeout
-    box: Dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["body"] = _read_all(url, headers, deadline, timeout, max_bytes)
-        except BaseException as exc:  # handed to the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=work, name="carbonrun-http", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"timed out after {timeout:g} s")
-    if "error" in box:
-        raise box["error"]
-    body: bytes = box["body"]
-    return body
-
-
-def _read_all(url: str, headers: Mapping[str, str], deadline: float, timeout: float, max_bytes: int) -> bytes:
-    import urllib.request
-
-    opener = urllib.request.build_opener(_redirects())
-    req = urllib.request.Request(url, headers=dict(headers))
-    chunks: List[bytes] = []
-    size = 0
-    with opener.open(req, timeout=timeout) as resp:
-        while True:
-            if time.monotonic() > deadline:
-                raise TimeoutError("timed out")
-            chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > max_bytes:
-                raise TooLarge()
-            chunks.append(chunk)
 
 
 def g_per_kwh(value: Any, scale: float = 1.0) -> float:

@@ -63,9 +63,5 @@ class ElectricityMaps(Provider):
         segs = self.fetch(path, parse, lambda _: keep, params={"zone": self._zone(region)}, headers=self._headers)
         return overlapping(segs, start, end)
 
-    def history(self, start: float, end: float, region: Optional[str] = None) -> List[Segment]:
-        """The last 24 hours (the /history endpoint), cut to [start, end]."""
-        return self._series("/v3/carbon-intensity/history", "history", start, end, region)
-
     def forecast(self, start: float, end: float, region: Optional[str] = None) -> List[Segment]:
         return self._series("/v3/carbon-intensity/forecast", "forecast", start, end, region)

@@ -74,9 +74,3 @@ class UKCarbonIntensity(Provider):
         keep = self.clock() + self.granularity_s
         segs = self._get(f"/intensity/{frm}/fw48h", f"/regional/intensity/{frm}/fw48h", region, keep)
         return overlapping(segs, start, end)
-
-    def history(self, start: float, end: float, region: Optional[str] = None) -> List[Segment]:
-        frm, to = iso(start), iso(end)
-        keep = self.clock() + self.granularity_s
-        segs = self._get(f"/intensity/{frm}/{to}", f"/regional/intensity/{frm}/{to}", region, keep)
-        return overlapping(segs, start, end)

@@ -11,7 +11,7 @@ import base64
 from typing import Any, Callable, List, Mapping, Optional, TypeVar
 
 from carbonrun.intensity.providers.base import (
-    Provider, ProviderError, Reading, Segment, env_or_option, g_per_kwh, iso, overlapping, parse_time,
+    Provider, ProviderError, Reading, Segment, env_or_option, g_per_kwh, overlapping, parse_time,
     segments_from_points, step_s,
 )
 
@@ -101,8 +101,3 @@ class WattTime(Provider):
         keep = self.clock() + self.granularity_s
         segs = self._signal("/v3/forecast", {"region": self._region(region)}, keep)
         return overlapping(segs, start, end)
-
-    def history(self, start: float, end: float, region: Optional[str] = None) -> List[Segment]:
-        keep = self.clock() + self.granularity_s
-        params = {"region": self._region(region), "start": iso(start), "end": iso(end)}
-        return overlapping(self._signal("/v3/historical", params, keep), start, end)

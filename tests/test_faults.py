@@ -1,0 +1,197 @@
+"""carbonrun's own trouble never decides whether or how the command runs, nor its exit code.
+
+Real faults, as a user meets them: a full or read-only file system in a private mount namespace
+(root ignores file modes, so chmod would prove nothing), stderr closed, full or a broken pipe,
+signals and stop/continue sent to carbonrun itself, bad numbers, an empty command name, and live
+intensity servers on loopback that hang, drip or redirect. Every case asserts the command's exit code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+
+
+def _can_unshare() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+needs_namespaces = pytest.mark.skipif(not _can_unshare(), reason="needs root and `unshare -m` (mount namespaces)")
+
+
+def in_namespace(cli, setup: str, *args: str, cwd=None, timeout: float = 30) -> subprocess.CompletedProcess:
+    """carbonrun started in a private mount namespace once `setup` (sh, as root) has built the fault."""
+    argv = ["unshare", "-m", "sh", "-c", f"set -e; {setup}; exec \"$@\"", "sh", *cli.argv(*args)]
+    return subprocess.run(argv, capture_output=True, timeout=timeout, env=cli.env, cwd=cwd or cli.home)
+
+
+def kept_aside(directory: Path) -> List[dict]:
+    """Records carbonrun kept in private files of their own (the store's last resort)."""
+    out = []
+    for f in sorted(directory.glob("carbonrun-*.json")):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+        out.append(json.loads(f.read_text()))
+    return out
+
+
+STORE = '"$CARBONRUN_HOME"'
+FULL_TMPFS = f"mkdir -p {STORE}; mount -t tmpfs -o size=64k tmpfs {STORE}; head -c 1M /dev/zero > {STORE}/fill || true"
+
+
+# -- the store's disk --------------------------------------------------------------------------------------
+@needs_namespaces
+def test_a_full_disk_at_start_is_a_warning_and_the_command_runs(cli):
+    p = in_namespace(cli, FULL_TMPFS, "--quiet", "--", "sh", "-c", "echo ran; exit 7")
+    assert p.returncode == 7, p.stderr.decode()
+    assert p.stdout == b"ran\n"
+    err = p.stderr.decode()
+    assert "warning" in err and "full" in err and "Traceback" not in err
+    [rec] = kept_aside(cli.home)
+    assert rec["exit_code"] == 7 and rec["status"] == "failed"
+
+
+@needs_namespaces
+def test_a_read_only_store_is_a_warning_and_the_command_runs(cli):
+    assert cli("--quiet", "true").returncode == 0  # the store exists, then its file system turns read-only
+    p = in_namespace(cli, f"mount --bind {STORE} {STORE}; mount -o remount,bind,ro {STORE}",
+                     "--quiet", "--", "sh", "-c", "exit 3")
+    assert p.returncode == 3, p.stderr.decode()
+    assert b"warning" in p.stderr and b"Traceback" not in p.stderr
+    [rec] = kept_aside(cli.home)
+    assert rec["exit_code"] == 3
+    assert json.loads(cli("history", "--format", "json").stdout)[0]["exit_code"] == 0  # the store is untouched
+
+
+@needs_namespaces
+def test_a_disk_that_fills_during_the_run_keeps_the_exit_code(cli):
+    fill = f"head -c 10M /dev/zero > {STORE}/fill 2>/dev/null; exit 5"
+    p = in_namespace(cli, f"mkdir -p {STORE}; mount -t tmpfs -o size=400k tmpfs {STORE}",
+                     "--quiet", "--", "sh", "-c", fill)
+    assert p.returncode == 5, p.stderr.decode()
+    [rec] = kept_aside(cli.home)
+    assert rec["exit_code"] == 5 and rec["status"] == "failed"
+
+
+@needs_namespaces
+def test_nowhere_to_keep_the_record_keeps_it_in_the_summary(cli):
+    # /tmp read-only and empty (the store, the working directory and /tmp all refuse a file)
+    p = in_namespace(cli, "mount -t tmpfs -o ro tmpfs /tmp; cd /tmp", "--quiet", "--", "sh", "-c", "exit 9",
+                     cwd="/")
+    assert p.returncode == 9, p.stderr.decode()
+    assert b"only in this summary" in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_a_locked_store_does_not_delay_the_start(cli, tmp_path):
+    assert cli("--quiet", "true").returncode == 0
+    db = sqlite3.connect(str(cli.home / "store" / "runs.sqlite"), isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")
+    try:
+        t0 = time.time()
+        p = cli("--quiet", "--", sys.executable, "-c", "import time; print(time.time()); raise SystemExit(4)",
+                timeout=90)
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    assert p.returncode == 4, p.stderr.decode()
+    assert float(p.stdout) - t0 < 3.0, "the command waited for the store's lock"
+
+
+# -- stderr ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("summary", ["--quiet", "--no-live"])
+@pytest.mark.parametrize("fault", ["closed", "full", "broken-pipe"])
+def test_stderr_trouble_keeps_the_exit_code_and_the_record(cli, fault, summary):
+    argv = cli.argv(summary, "--", "sh", "-c", "echo out; exit 6")
+    if fault == "closed":
+        p = subprocess.run(["sh", "-c", 'exec 2>&-; exec "$@"', "sh", *argv], stdout=subprocess.PIPE,
+                           env=cli.env, cwd=cli.home, timeout=60)
+        code, out = p.returncode, p.stdout
+    elif fault == "full":
+        with open("/dev/full", "wb") as full:
+            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=full, env=cli.env, cwd=cli.home, timeout=60)
+        code, out = p.returncode, p.stdout
+    else:
+        r, w = os.pipe()
+        os.close(r)  # nobody reads: every write gets EPIPE (and SIGPIPE)
+        try:
+            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=w, env=cli.env, cwd=cli.home, timeout=60)
+        finally:
+            os.close(w)
+        code, out = p.returncode, p.stdout
+    assert code == 6 and out == b"out\n"
+    rec = cli.record()
+    assert rec["exit_code"] == 6 and rec["status"] == "failed"
+
+
+# -- signals and job control sent to carbonrun ---------------------------------------------------------------
+SIGNALS = ["SIGALRM", "SIGVTALRM", "SIGPROF", "SIGXCPU", "SIGXFSZ", "SIGPIPE", "SIGUSR1", "SIGUSR2", "SIGHUP",
+           "SIGTERM", "SIGINT", "SIGIO", "SIGPWR", "SIGRTMIN", "SIGRTMAX"]
+
+
+def test_every_terminating_signal_reaches_the_command(cli):
+    """Sent to carbonrun alone (kill), each ends the command by that signal; carbonrun reports 128+N and is
+    never itself killed by it (which would orphan the command)."""
+    procs = {}
+    for name in SIGNALS:
+        procs[name] = subprocess.Popen(cli.argv("--quiet", "--", "sh", "-c", "echo ready; exec sleep 20"),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env, cwd=cli.home)
+    try:
+        for name, p in procs.items():
+            assert p.stdout.readline() == b"ready\n"
+            os.kill(p.pid, getattr(signal, name))
+        for name, p in procs.items():
+            p.wait(timeout=30)
+            assert p.returncode == 128 + getattr(signal, name), (name, p.stderr.read().decode())
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.mark.parametrize("stop_at, cont_after", [(0.0, 0.5), (0.05, 0.4), (0.15, 0.3), (0.25, 0.25), (0.3, 0.0)])
+def test_stop_and_continue_while_the_command_exits(cli, stop_at, cont_after):
+    """carbonrun stopped (SIGSTOP) around the moment its command exits, then continued."""
+    p = subprocess.Popen(cli.argv("--quiet", "--", "sh", "-c", "echo ready; sleep 0.2; exit 4"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env, cwd=cli.home)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        time.sleep(stop_at)
+        os.kill(p.pid, signal.SIGSTOP)
+        time.sleep(cont_after)
+        os.kill(p.pid, signal.SIGCONT)
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 4, p.stderr.read().decode()
+
+
+# -- what the user typed -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [["--", ""], [""], ["--quiet", "--", ""]])
+def test_an_empty_command_name_is_127_like_a_shell(cli, args):
+    p = cli(*args)
+    assert p.returncode == 127
+    assert p.stderr.decode().strip().splitlines() == ["carbonrun: error: command not found: ''"]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400", "-1"])
+def test_a_non_finite_interval_is_refused_before_anything_starts(cli, value):
+    marker = cli.home / "ran"
+    p = cli("--interval", value, "--", "touch", str(marker))
+    assert p.returncode == 2, p.stderr.decode()
+    lines = p.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("carbonrun: error:") and "interval" in lines[0]
+    assert not marker.exists()
