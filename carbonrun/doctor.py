@@ -21,6 +21,7 @@ from carbonrun.collectors import estimate, rapl
 from carbonrun.collectors.base import Probe
 from carbonrun.errors import CarbonrunError
 from carbonrun.intensity import chain
+from carbonrun.redact import redact_text
 from carbonrun.settings import Settings
 from carbonrun.store import open_store
 from carbonrun.store.base import Store
@@ -208,9 +209,7 @@ def _read(store: Store, out: Dict[str, Any]) -> None:
         out.update(exists=True, schema_version=store.schema_version(), runs=store.count())
         out["ok"] = out["writable"] is not False
     except Exception as e:  # the store's own errors say what to do; redacted, as a driver may quote the URL
-        from carbonrun.redact import redact_text
-
-        out["error"] = redact_text(str(e))
+            out["error"] = redact_text(str(e))
     finally:
         store.close()
 

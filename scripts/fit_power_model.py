@@ -40,6 +40,8 @@ RIDGE = 1.0  # shrinks the architecture offsets of rare families towards the ave
 SHRINK = 0.5  # pseudo-count that pulls the CPU-model and vendor offsets towards 0
 LOW_Q, HIGH_Q = 0.05, 0.95
 FOLDS = 10
+# A VM whose CPU model names no architecture runs on a cloud host: assume one of these (2017 on).
+RECENT = ("skylake", "cascadelake", "cooperlake", "icelake", "epyc-gen1", "epyc-gen2", "epyc-gen3")
 
 # (regex on the normalised model string, architecture); first match wins. Mirrored at run time.
 RULES: List[Tuple[str, str]] = [
@@ -105,6 +107,10 @@ def defaults(rows: Sequence[dict]) -> Dict[str, dict]:
                      "tdp_w": statistics.median(tdps),
                      "threads_per_chip": statistics.median(r["threads"] / r["chips"] for r in sel),
                      "memory_gb_per_thread": round(statistics.median(r["memory_gb"] / r["threads"] for r in sel), 2)}
+    recent = [r for r in rows if r["arch"] in RECENT]
+    out["recent"] = {"systems": len(recent), "tdp_w": statistics.median(r["tdp"] for r in recent if r["tdp"]),
+                     "threads_per_chip": statistics.median(r["threads"] / r["chips"] for r in recent),
+                     "memory_gb_per_thread": round(statistics.median(r["memory_gb"] / r["threads"] for r in recent), 2)}
     return out
 
 

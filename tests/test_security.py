@@ -289,6 +289,21 @@ def test_a_dripping_server_cannot_hold_a_request_past_its_deadline():
         drip.close()
 
 
+def test_a_dripping_pushgateway_cannot_hold_carbonruns_exit(cli):
+    from carbonrun.metrics import PUSH_TIMEOUT_S
+
+    drip = Dripper(b"x" * 200, every_s=0.1)  # 20 s of answer
+    try:
+        t0 = time.monotonic()
+        p = cli("--quiet", "--pushgateway", drip.url, "--", "true", env=NET_ENV)
+        took = time.monotonic() - t0
+    finally:
+        drip.close()
+    assert p.returncode == 0 and drip.requests and drip.requests[0][0].startswith("/metrics/job/carbonrun")
+    assert took < PUSH_TIMEOUT_S + 3, took
+    assert "could not push metrics" in json.dumps(cli.record()["notes"])
+
+
 def test_an_endless_answer_is_cut_at_the_size_limit():
     from carbonrun.intensity.providers.base import MAX_BODY
 

@@ -104,9 +104,9 @@ def _check_typo(word: str) -> None:
     """A usage error for `carbonrun reprot` (close to a subcommand, no such program)."""
     import difflib
 
-    from carbonrun.cli.fast import _findable
+    from carbonrun.cli.fast import findable
 
-    if word.startswith("-") or word in COMMANDS or _findable(word):
+    if word.startswith("-") or word in COMMANDS or findable(word):
         return
     close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.6)
     if close:

@@ -55,12 +55,12 @@ def parse(args: List[str]) -> Optional[Parsed]:
 def _command(command: List[str], params: Dict[str, Any], forced: bool) -> Optional[Parsed]:
     if not command:
         return None
-    if not forced and (command[0] in COMMANDS or not _findable(command[0])):
+    if not forced and (command[0] in COMMANDS or not findable(command[0])):
         return None  # a subcommand, or a typo click may want to suggest a subcommand for
     return command, params
 
 
-def _findable(name: str) -> bool:
+def findable(name: str) -> bool:
     """Would posix_spawnp find `name`? (Names with a slash are paths: the spawn reports them.)"""
     if "/" in name:
         return True

@@ -20,7 +20,7 @@ from carbonrun.errors import CarbonrunError
 from carbonrun.intensity import providers
 from carbonrun.intensity.planner import Plan, decide, earlier_durations, expected_duration, wait_until
 from carbonrun.intensity.regions import UnknownRegion, lookup
-from carbonrun.measure.engine import parse_scc
+from carbonrun.measure.engine import open_store, parse_scc
 from carbonrun.settings import SPECS, Settings
 from carbonrun.timefmt import format_duration
 
@@ -30,8 +30,6 @@ CANCEL = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 def _earlier(st: Settings, argv: List[str]) -> Callable[[], List[float]]:
     """Earlier durations of this command, read from the run store only when the setting does not say."""
     def read() -> List[float]:
-        from carbonrun.measure.engine import open_store  # the store (sqlite3) only when needed
-
         try:
             store = open_store(st)
         except Exception:  # no usable store: the history is only a default

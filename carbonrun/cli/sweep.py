@@ -51,7 +51,7 @@ EXIT_FAILED = 3  # some point's command failed (as `gate` does for a failed comm
               help="Put back the power limits a killed sweep left changed, then exit (no COMMAND).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def sweep(ctx: click.Context, command: Tuple[str, ...], power_limit: Optional[str], knobs: Tuple[str, ...],
+def sweep(ctx: click.Context, /, command: Tuple[str, ...], power_limit: Optional[str], knobs: Tuple[str, ...],
           repeat: int, objective: str, basis: str, stop_on_failure: bool, json_path: Optional[str],
           html_path: Optional[str], restore: bool, **params: Any) -> int:
     """Run COMMAND once per setting (GPU power limit x --param values), each run measured and stored.

@@ -130,11 +130,12 @@ def curve(machine: Machine) -> Curve:
 
 
 def host_of(cpu_model: str, tdp_w: Optional[float] = None) -> Machine:
-    """A typical host for a VM on this CPU: two chips of the architecture's median threads, with
-    its median memory per thread (the VM's share is the same fraction of both)."""
+    """A typical host for a VM on this CPU: two chips of the architecture's median threads (of recent
+    server architectures when the model names none), with its median memory per thread and TDP."""
     model = load()
     arch = architecture(cpu_model)
-    dflt = model["arch_defaults"].get(arch, model["arch_defaults"]["unknown"])
+    dflt = model["arch_defaults"].get(arch if arch != "unknown" else "recent", model["arch_defaults"]["unknown"])
+    tdp_w = tdp_w or float(dflt["tdp_w"])
     threads = int(round(2 * dflt["threads_per_chip"]))
     return Machine(cpu_model, threads, 2, threads * float(dflt["memory_gb_per_thread"]), tdp_w)
 

@@ -149,15 +149,6 @@ def _rmdir(path: str) -> None:
         pass
 
 
-def read_busy_cpu_s(proc_root: str = "/proc") -> float:
-    """One reading of the machine's busy CPU seconds (see BusyClock)."""
-    clock = BusyClock(proc_root)
-    try:
-        return clock.read()
-    finally:
-        clock.close()
-
-
 def _parse_stat(data: bytes) -> Tuple[int, float, int, int]:
     """(ppid, cpu seconds incl. reaped children, rss bytes, threads) from /proc/PID/stat."""
     rest = data[data.rindex(b")") + 2 :].split()
@@ -328,10 +319,6 @@ class ProcessTree:
             out.append(pid)
             todo.extend(kids.get(pid, ()))
         return out
-
-
-def cpu_threads() -> int:
-    return os.cpu_count() or 1
 
 
 def total_memory_bytes(proc_root: str = "/proc") -> Optional[int]:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # the providers (and urllib) load only when a provider is con
     from carbonrun.intensity.providers.base import Provider
 
 from carbonrun import timefmt
+from carbonrun.redact import redact_text
+from carbonrun.validate import G_PER_KWH, UNIX_TIME, number
 from carbonrun.intensity import providers
 from carbonrun.intensity.regions import Region, UnknownRegion, guess_from_timezone, local_timezone, lookup
 
@@ -210,8 +212,6 @@ def _norm(name: str) -> str:
 
 def _timestamp(value: Any) -> float:
     """Unix seconds (a number) or ISO 8601 with an offset; finite and between 1970 and 9999."""
-    from carbonrun.validate import UNIX_TIME, number
-
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"timestamp {value!r} is not unix seconds or ISO 8601")
     text = str(value).strip()
@@ -227,8 +227,6 @@ def _timestamp(value: Any) -> float:
 
 
 def _g(value: Any) -> float:
-    from carbonrun.validate import G_PER_KWH, number
-
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"intensity {value!r} is not a number of g CO2eq/kWh")
     return number(value, G_PER_KWH, f"intensity {str(value)[:40]!r} g CO2eq/kWh")
@@ -334,8 +332,6 @@ def _scrub(text: str, options: Mapping[str, Any]) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= 3:
             text = text.replace(secret, "***")
-    from carbonrun.redact import redact_text
-
     return redact_text(text)
 
 
@@ -390,8 +386,6 @@ def resolve_intensity(
     that does not exist, ValueError for a negative --intensity; provider failures only add a note.
     """
     if intensity is not None:
-        from carbonrun.validate import G_PER_KWH, number
-
         try:
             g = number(intensity, G_PER_KWH, "--intensity")
         except ValueError as exc:

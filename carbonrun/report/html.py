@@ -313,7 +313,7 @@ def _dl(items: Sequence[Tuple[str, object]]) -> str:
 
 def carbon(r: dict) -> str:
     from carbonrun.intensity.carbon import equivalent
-    from carbonrun.report.statement import EPA, is_epa
+    from carbonrun.report.statement import is_epa
 
     ci, sc = r.get("intensity") or {}, r.get("social_cost_usd") or {}
     e = r.get("energy") or {}
@@ -330,7 +330,8 @@ def carbon(r: dict) -> str:
     money = _dl([("Emissions", f["emissions"]),
                  ("Equivalent", equivalent(float((r.get("emissions") or {}).get("kg") or 0))),
                  ("Social cost", cost),
-                 ("Basis", EPA[0].upper() + EPA[1:] if is_epa(r) else sc.get("basis"))])
+                 ("Basis", "US EPA global social cost of carbon, $190/t central (footnote below)" if is_epa(r)
+                  else sc.get("basis"))])
     return (f'<div class="two"><section><h2>Grid intensity</h2>{intensity}</section>'
             f'<section><h2>Emissions and social cost</h2>{money}</section></div>')
 

@@ -103,8 +103,8 @@ def bind_knobs(knobs: Sequence[Knob], argv: Sequence[str]) -> List[Knob]:
 def plan(limits_w: Sequence[float], knobs: Sequence[Knob]) -> List["Point"]:
     """The full grid, power limits outermost (so each limit is set once), knobs in the order given."""
     combos = list(itertools.product(*(k.values for k in knobs)))
-    return [Point(limit, dict(zip((k.name for k in knobs), combo)))
-            for limit in (list(limits_w) or [None]) for combo in combos]
+    limits: List[Optional[float]] = list(limits_w) or [None]
+    return [Point(limit, dict(zip((k.name for k in knobs), combo))) for limit in limits for combo in combos]
 
 
 def command_for(argv: Sequence[str], point: "Point", knobs: Sequence[Knob]) -> Tuple[List[str], Dict[str, str]]:
@@ -295,8 +295,7 @@ def _pair(p: Point, basis: str) -> Optional[Tuple[float, float]]:
 
 def observed_max_power(points: Sequence[Point], basis: str) -> Optional[float]:
     """Fallback max_power for eta when no GPU limit is known: the highest average power seen."""
-    powers = [p.power_w(basis) for p in points if p.ok]
-    powers = [w for w in powers if w is not None]
+    powers = [w for w in (p.power_w(basis) for p in points if p.ok) if w is not None]
     return max(powers) if powers else None
 
 
@@ -315,7 +314,7 @@ class GpuLimit:
     max_mw: int = 0
 
 
-def sweep_gpus(gpus_spec: str) -> List[dict]:
+def sweep_gpus(gpus_spec: str) -> List[Dict[str, Any]]:
     """The GPUs --gpus and CUDA_VISIBLE_DEVICES select ({index, name, uuid}); usage error when none."""
     if (gpus_spec or "").strip().lower() == "none":
         raise CarbonrunError("--power-limit needs a GPU, but --gpus none selects none", 2)
@@ -368,7 +367,7 @@ def state_path(env: Optional[Mapping[str, str]] = None) -> Path:
     return paths.state_dir(env) / "sweep-limits.json"
 
 
-def read_state(path: Path) -> Optional[dict]:
+def read_state(path: Path) -> Optional[Dict[str, Any]]:
     """The state file, or None when there is none; a damaged one is a usage error naming it."""
     try:
         data = json.loads(path.read_text())
@@ -583,7 +582,7 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def to_json(sw: Sweep, objective: Objective, basis: str, max_power: Tuple[Optional[float], str]) -> dict:
+def to_json(sw: Sweep, objective: Objective, basis: str, max_power: Tuple[Optional[float], str]) -> Dict[str, Any]:
     """The sweep as `--json` writes it (schema carbonrun.sweep/1)."""
     best = next((i for i, p in enumerate(sw.points) if p.recommended), None)
     return {

@@ -29,6 +29,10 @@ class Recorder:
                 except OSError:
                     pass  # the client gave up
 
+            def do_PUT(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.do_GET()
+
             def log_message(self, *args: Any) -> None:
                 pass
 
