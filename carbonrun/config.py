@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -23,6 +24,7 @@ from carbonrun.errors import CarbonrunError
 from carbonrun import paths
 
 Layer = Tuple[str, Dict[str, Any]]
+CONFIG_MAX_BYTES = 1 << 20
 PYPROJECT_SECTION = "tool.carbonrun"
 
 
@@ -41,10 +43,18 @@ def load_layers(cwd: str, env: Mapping[str, str], warnings: Optional[List[str]] 
         user_table = _settings(user, text, _parse(user, text), None)
     project = _project_layer(cwd)
     if project is not None:
-        dropped = _untrusted(project, user_table, env, user)
-        if warnings is not None:
-            warnings.extend(dropped)
-        layers.append(project)
+        path = project[0].split(" ", 1)[1]
+        foreign = _foreign_owner(path)
+        if foreign is not None and not trusted(os.path.dirname(path), user_table, env):
+            if warnings is not None:  # as git refuses a repository owned by someone else
+                warnings.append(f"ignored the project file {path}: it belongs to another user (uid {foreign}); "
+                                f"to use it, add trusted-projects = [\"{os.path.dirname(path)}\"] to {user} "
+                                f"or set {TRUST_ENV}={os.path.dirname(path)}")
+        else:
+            dropped = _untrusted(project, user_table, env, user)
+            if warnings is not None:
+                warnings.extend(dropped)
+            layers.append(project)
     if os.path.isfile(user):
         layers.append((f"user {user}", user_table))
     return layers
@@ -58,6 +68,15 @@ DESTINATIONS = ("provider", "provider_url", "pushgateway", "store")
 _PROVIDER_DESTINATIONS = ("base_url", "base-url", "url")
 TRUST_KEY = "trusted_projects"
 TRUST_ENV = "CARBONRUN_TRUSTED_PROJECTS"
+
+
+def _foreign_owner(path: str) -> Optional[int]:
+    """The owner's uid when the file is neither ours nor root's (None otherwise)."""
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        return None
+    return None if uid in (os.geteuid(), 0) else uid
 
 
 def trusted(project_dir: str, user_table: Mapping[str, Any], env: Mapping[str, str]) -> bool:
@@ -77,7 +96,7 @@ def trusted(project_dir: str, user_table: Mapping[str, Any], env: Mapping[str, s
 
 def _untrusted(project: Layer, user_table: Mapping[str, Any], env: Mapping[str, str], user: str) -> List[str]:
     """Remove the destinations an untrusted project file sets (in place); one warning for each."""
-    from carbonrun.store import is_url
+    from carbonrun.store import is_url  # only when a project file sets destinations
 
     label, table = project
     path = label.split(" ", 1)[1]
@@ -110,7 +129,7 @@ def user_config_path(env: Mapping[str, str]) -> str:
 
 def explain(settings: Any) -> List[Tuple[str, Any, str]]:
     """(name as spelled in files and flags, value, source label) for every setting, in SPECS order."""
-    from carbonrun.settings import SPECS
+    from carbonrun.settings import SPECS  # settings imports this module
 
     return [(name.replace("_", "-"), settings.values.get(name), settings.sources.get(name, "default"))
             for name in SPECS]
@@ -153,10 +172,23 @@ def _project_layer(cwd: str) -> Optional[Layer]:
         directory = parent
 
 
+def read_limited(path: str, limit: int, encoding: str = "utf-8") -> str:
+    """A regular file's text, at most `limit` bytes. A file named by a project (or a link in a cloned
+    repository) may be a FIFO that never answers or /dev/zero that never ends: neither may hold or
+    exhaust carbonrun, so the file is opened without blocking and must be regular and small."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path} is larger than {limit >> 20} MiB")
+    return data.decode(encoding)
+
+
 def _read(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return read_limited(path, CONFIG_MAX_BYTES)
     except (OSError, UnicodeDecodeError) as e:
         raise CarbonrunError(f"{path}: cannot read config file: {e}") from None
 
@@ -182,7 +214,7 @@ def _parse(path: str, text: str) -> Dict[str, Any]:
 
 def _settings(path: str, text: str, table: Any, section: Optional[str]) -> Dict[str, Any]:
     """Check the keys (typos should fail loudly, not be ignored) and normalise `-` to `_`."""
-    from carbonrun.settings import SPECS
+    from carbonrun.settings import SPECS  # settings imports this module
 
     name = f"[{section}]" if section else "the file"
     if not isinstance(table, dict):
@@ -209,7 +241,7 @@ def _settings(path: str, text: str, table: Any, section: Optional[str]) -> Dict[
 
 
 def _suggest(key: str, specs: Mapping[str, Any]) -> str:
-    import difflib
+    import difflib  # only for a typo
 
     norm = key.replace("-", "_")
     close = difflib.get_close_matches(norm, [*specs, "providers"], n=1, cutoff=0.6)

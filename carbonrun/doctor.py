@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set
 
-from carbonrun.collectors import estimate, rapl
+from carbonrun.collectors import estimate, estimated_components, rapl
 from carbonrun.collectors.base import Probe
 from carbonrun.errors import CarbonrunError
 from carbonrun.intensity import chain
@@ -163,12 +163,7 @@ def check_estimate(probe: Probe, rapl_components: List[str]) -> Dict[str, Any]:
     """The estimate's method, and what `run` would use it for given the RAPL meters found."""
     found = estimate.discover(probe)
     detail = found.details[0] if found.details else {}
-    if "cpu" not in rapl_components:
-        used_for = ["cpu", "memory"]
-    elif "dram" not in rapl_components:
-        used_for = ["memory"]
-    else:
-        used_for = []
+    used_for = [{"ram": "memory"}.get(c, c) for c in estimated_components(set(rapl_components))]
     return {"method": detail.get("method"), "virtualised": detail.get("virtualised"), "used_for": used_for}
 
 

@@ -8,7 +8,12 @@ provider or a Pushgateway is configured.
 """
 from __future__ import annotations
 
+import ipaddress
+import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 MAX_BODY = 8 << 20  # the APIs answer a few kB; a server streaming more is not an intensity provider
@@ -20,16 +25,12 @@ class TooLarge(OSError):
 
 
 def _origin(url: str) -> Tuple[str, str, Optional[int]]:
-    import urllib.parse
-
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
     return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
 
 
 def is_loopback(host: Optional[str]) -> bool:
-    import ipaddress
-
     if not host:
         return False
     if host.lower() == "localhost":
@@ -42,8 +43,6 @@ def is_loopback(host: Optional[str]) -> bool:
 
 def credential_problem(url: str) -> Optional[str]:
     """Why credentials must not go to `url` (None when they may): https only, but for loopback."""
-    import urllib.parse
-
     try:
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname
@@ -56,16 +55,12 @@ def credential_problem(url: str) -> Optional[str]:
     return "credentials travel only over https (plain http only to a loopback address)"
 
 
-def _redirects() -> Any:
+def redirect_handler() -> Any:
     """A redirect handler that drops credential headers when the redirect leaves the origin
     (scheme, host, port), as browsers and curl do, and follows only http(s)."""
-    import urllib.error
-    import urllib.request
 
     class SameOriginCredentials(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
-            import urllib.parse
-
             target = urllib.parse.urljoin(req.full_url, newurl)
             if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
                 raise urllib.error.HTTPError(target, code, "redirect to a scheme other than http(s)", headers, fp)
@@ -91,8 +86,6 @@ def http_get(url: str, headers: Mapping[str, str], timeout: float, max_bytes: in
     caller for ever; the request runs on a daemon thread instead, and a late one is abandoned (its
     socket timeout and MAX_BODY still end it). Redirects keep credentials within the origin.
     """
-    import threading
-
     deadline = time.monotonic() + timeout
     box: Dict[str, Any] = {}
 
@@ -115,9 +108,7 @@ def http_get(url: str, headers: Mapping[str, str], timeout: float, max_bytes: in
 
 def _read_all(url: str, headers: Mapping[str, str], deadline: float, timeout: float, max_bytes: int,
               method: str, data: Optional[bytes]) -> bytes:
-    import urllib.request
-
-    opener = urllib.request.build_opener(_redirects())
+    opener = urllib.request.build_opener(redirect_handler())
     req = urllib.request.Request(url, data=data, headers=dict(headers), method=method)
     chunks: List[bytes] = []
     size = 0

@@ -5,8 +5,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-from carbonrun import validate
+from carbonrun import config, validate
 from carbonrun.errors import CarbonrunError
+from carbonrun.redact import redact_text
+from carbonrun.timefmt import parse_duration
 from carbonrun.intensity import providers
 from carbonrun.validate import Range, number
 
@@ -58,16 +60,14 @@ def _tags(v: Any) -> Dict[str, str]:
 
 def _scc(v: Any) -> str:
     """LOW,CENTRAL,HIGH checked here, so a bad one is refused with its source; kept as given."""
-    from carbonrun.intensity.carbon import parse_scc
+    from carbonrun.intensity.carbon import parse_scc  # loads the region tables: only when scc is set
 
     parse_scc(str(v))
     return str(v)
 
 
 def _duration(v: Any) -> float:
-    """Seconds from 90s, 30m, 6h, 1h30m, 2d (timefmt.parse_duration; imported only when used)."""
-    from carbonrun.timefmt import parse_duration
-
+    """Seconds from 90s, 30m, 6h, 1h30m, 2d: the one duration grammar (timefmt.parse_duration)."""
     return number(parse_duration(v), validate.DURATION_S, "a duration")
 
 
@@ -139,19 +139,13 @@ def _convert(name: str, raw: Any, where: str) -> Any:
     except (TypeError, ValueError, OverflowError) as e:
         spelled = name.replace("_", "-")
         if where.startswith(("project ", "user ")):
-            from carbonrun import config
-
             where = f"{where.split(' ', 1)[0]} file {config.locate(where, name)}"
-        from carbonrun.redact import redact_text
-
         raise CarbonrunError(redact_text(f"invalid {spelled} {raw!r} ({where}): {e}")) from None
 
 
 def resolve(flags: Mapping[str, Tuple[Any, str]], env: Optional[Mapping[str, str]] = None,
             cwd: Optional[str] = None) -> Settings:
     """Merge the layers. `flags` maps a setting to (value, "flag" | "env") for what click saw."""
-    from carbonrun import config
-
     env = os.environ if env is None else env
     out = Settings()
     layers = config.load_layers(cwd or os.getcwd(), env, out.warnings)  # [(label, {name: value})], highest first

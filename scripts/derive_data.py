@@ -20,8 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SRC = REPO.parent / "shared" / "data"
 DEFAULT_OUT = REPO / "carbonrun" / "data"
 
-COUNTRY_COLUMNS = ["iso2", "iso3", "country", "year", "g_co2e_per_kwh", "source"]
-CLOUD_COLUMNS = ["provider", "region", "location", "year", "g_co2e_per_kwh", "source"]
+COUNTRY_COLUMNS = ["iso2", "iso3", "country", "year", "g_co2e_per_kwh", "basis", "source"]
+CLOUD_COLUMNS = ["provider", "region", "location", "year", "g_co2e_per_kwh", "basis", "source"]
+# What each cloud source's figure counts. Google's region figures are "average operational gross
+# emissions per unit of energy from the grid"; Cloud Carbon Footprint's AWS and Azure factors are
+# combustion (operational) emission factors (eGRID, EEA and national inventories). Ember's country
+# figures are lifecycle: they add upstream and construction emissions, so they run higher.
+CLOUD_BASIS = {"gcp": "operational", "aws": "operational", "azure": "operational"}
 CPU_COLUMNS = ["model", "tdp_w"]
 
 MIT_NOTICE = (
@@ -45,16 +50,26 @@ SOURCES = [
     ("countries.csv", "all",
      "Ember yearly electricity data, as published by Our World in Data (`carbon_intensity_elec`)",
      "CC BY 4.0", "https://ourworldindata.org/grapher/carbon-intensity-electricity",
-     "Annual grid carbon intensity by country, g CO2eq/kWh, lifecycle basis, latest year available. "
-     "Changes: the constant `basis` column (all rows `lifecycle`) was dropped; figures are unchanged."),
+     "Annual grid carbon intensity by country, g CO2eq/kWh, lifecycle basis (the `basis` column), latest "
+     "year available (the `year` column). Figures unchanged."),
     ("cloud_regions.csv", "gcp",
      "Google Cloud region-carbon-info (rows with provider `gcp`, 2024 grid intensity)",
      "Apache-2.0", "https://github.com/GoogleCloudPlatform/region-carbon-info",
-     "Grid carbon intensity of each Google Cloud region, g CO2eq/kWh. Figures unchanged."),
+     "Grid carbon intensity of each Google Cloud region, g CO2eq/kWh, operational basis (Google: average "
+     "operational gross emissions per kWh from the grid); `basis` column added. Figures unchanged."),
     ("cloud_regions.csv", "aws, azure",
      "Cloud Carbon Footprint emission factors (rows with provider `aws` and `azure`)",
      "Apache-2.0", "https://github.com/cloud-carbon-footprint/cloud-carbon-footprint",
-     "Grid emission factors per AWS and Azure region, g CO2eq/kWh. Figures unchanged."),
+     "Grid emission factors per AWS and Azure region, g CO2eq/kWh, operational (combustion) basis; `basis` "
+     "column added. Figures unchanged."),
+    ("power_model.json", "all",
+     "SPECpower_ssj2008 results (SPEC), via Green Coding Solutions' cloud-energy dataset "
+     "(`data/spec_data_cleaned_unmelted.csv`, commit 1f8befc)",
+     "MIT (dataset); measurements published by SPEC", "https://github.com/green-coding-solutions/cloud-energy",
+     "Coefficients of a wall-power model fitted by `scripts/fit_power_model.py` on the measured average wall "
+     "power of servers at active idle and 10-100 % of target load; the figures are derived, no measurement "
+     "is shipped. SPECpower_ssj2008 is a trademark of the Standard Performance Evaluation Corporation (SPEC); "
+     "cite SPEC's results (https://www.spec.org/power_ssj2008/results/) as the source of the measurements."),
     ("cpu_tdp.csv", "all",
      "CodeCarbon CPU power table (compiled from vendor specification sheets)",
      "MIT", "https://github.com/mlco2/codecarbon",
@@ -85,7 +100,7 @@ def countries(rows: Iterable[Dict[str, str]]) -> List[List[str]]:
             raise ValueError(f"{where}: bad or duplicate code")
         seen.add(r["iso2"])
         number(r["g_co2e_per_kwh"], where)
-        out.append([r[c] for c in COUNTRY_COLUMNS])
+        out.append([r.get(c) or "lifecycle" if c == "basis" else r[c] for c in COUNTRY_COLUMNS])
     return out
 
 
@@ -97,7 +112,7 @@ def cloud_regions(rows: Iterable[Dict[str, str]]) -> List[List[str]]:
             raise ValueError(f"cloud row {key}: bad or duplicate region")
         seen.add(key)
         number(r["g_co2e_per_kwh"], f"cloud row {key}")
-        out.append([r[c] for c in CLOUD_COLUMNS])
+        out.append([CLOUD_BASIS[r["provider"]] if c == "basis" else r[c] for c in CLOUD_COLUMNS])
     return out
 
 
@@ -140,7 +155,7 @@ def attribution(counts: Dict[str, int]) -> str:
     lines += [
         "## Reference figures used in code",
         "",
-        "World average grid intensity 480 g CO2eq/kWh, 2023 (Ember, Global Electricity Review 2024).",
+        "World average grid intensity 480 g CO2eq/kWh, 2023, lifecycle basis (Ember, Global Electricity Review 2024).",
         "",
     ]
     return "\n".join(lines)
@@ -160,6 +175,7 @@ def derive(src: Path, out: Path) -> Dict[str, int]:
     cloud = tables["cloud_regions.csv"][1]
     counts["cloud_regions.csv:gcp"] = sum(1 for r in cloud if r[0] == "gcp")
     counts["cloud_regions.csv:aws, azure"] = sum(1 for r in cloud if r[0] in ("aws", "azure"))
+    counts["power_model.json"] = len(read_rows(src / "specpower_servers.csv"))  # fitted by fit_power_model.py
     (out / "ATTRIBUTION.md").write_text(attribution(counts), encoding="utf-8")
     return counts
 

@@ -30,7 +30,9 @@ import re
 import statistics
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+Row = Dict[str, Any]  # one SPECpower result
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "specpower_servers.csv"
@@ -72,7 +74,7 @@ def vendor(name: str) -> str:
 
 
 def normalise(model: str) -> str:
-    """Lower case, trademarks and punctuation gone: 'Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz' -> 'intel xeon gold 6148'."""
+    """No case, trademarks or punctuation: 'Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz' -> 'intel xeon gold 6148'."""
     text = re.sub(r"\((r|tm)\)", " ", model.lower())
     text = re.sub(r"\b(cpu|processor)\b|@.*$|\d+(\.\d+)? ?ghz", " ", text)
     return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
@@ -86,20 +88,21 @@ def architecture(model: str) -> str:
     return "unknown"
 
 
-def load(path: Path) -> List[dict]:
+def load(path: Path) -> List[Row]:
     rows = []
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
-            rows.append({"system": r["system"], "vendor": vendor(r["system"]), "model": r["cpu_model"], "label": r["architecture"],
+            rows.append({"system": r["system"], "vendor": vendor(r["system"]), "model": r["cpu_model"],
+                         "label": r["architecture"],
                          "arch": architecture(r["cpu_model"]), "chips": int(r["chips"]), "cores": int(r["cores"]),
                          "threads": int(r["threads"]), "tdp": float(r["tdp_w"]) if r["tdp_w"] else None,
                          "memory_gb": float(r["memory_gb"]), "w": [float(r[f"w_{lv}"]) for lv in LEVELS]})
     return rows
 
 
-def defaults(rows: Sequence[dict]) -> Dict[str, dict]:
+def defaults(rows: Sequence[Row]) -> Dict[str, Row]:
     """Per architecture: median TDP per chip and threads per chip (for unknown TDPs and VM hosts)."""
-    out: Dict[str, dict] = {}
+    out: Dict[str, Row] = {}
     for arch in sorted({r["arch"] for r in rows} | {"unknown"}):
         sel = [r for r in rows if r["arch"] == arch and arch != "unknown"] or list(rows)  # unknown: all systems
         tdps = [r["tdp"] for r in sel if r["tdp"]] or [r["tdp"] for r in rows if r["tdp"]]
@@ -114,7 +117,7 @@ def defaults(rows: Sequence[dict]) -> Dict[str, dict]:
     return out
 
 
-def features(r: dict, archs: Sequence[str], dflt: Dict[str, dict]) -> List[float]:
+def features(r: Dict[str, Any], archs: Sequence[str], dflt: Dict[str, Row]) -> List[float]:
     tdp = r["tdp"] or dflt.get(r["arch"], dflt["unknown"])["tdp_w"]
     t, c, d, m = math.log(r["threads"]), math.log(r["chips"]), math.log(tdp), math.log(r["memory_gb"])
     x = [1.0, t, c, d, m, t * t, m * m, d * d, t * d, m * t, c * d]
@@ -148,12 +151,12 @@ def ridge(xs: List[List[float]], ys: List[float], numeric: int) -> List[float]:
     return solve(a, b)
 
 
-def fit(rows: Sequence[dict]) -> dict:
+def fit(rows: Sequence[Row]) -> Dict[str, Any]:
     dflt = defaults(rows)
     archs = sorted({r["arch"] for r in rows} - {"unknown"})
     xs = [features(r, archs, dflt) for r in rows]
     coefs = [ridge(xs, [math.log(r["w"][i]) for r in rows], len(NUMERIC)) for i in range(len(LEVELS))]
-    model = {"archs": archs, "defaults": dflt, "coefs": coefs, "offsets": {}}
+    model: Dict[str, Any] = {"archs": archs, "defaults": dflt, "coefs": coefs, "offsets": {}}
     for key in ("cpu_model", "vendor"):
         residuals: Dict[str, List[List[float]]] = {}
         for r in rows:
@@ -163,11 +166,11 @@ def fit(rows: Sequence[dict]) -> dict:
     return model
 
 
-def _key(r: dict, key: str) -> str:
+def _key(r: Dict[str, Any], key: str) -> str:
     return normalise(r["model"]) if key == "cpu_model" else r["vendor"]
 
 
-def predict(model: dict, r: dict) -> List[float]:
+def predict(model: Dict[str, Any], r: Dict[str, Any]) -> List[float]:
     x = features(r, model["archs"], model["defaults"])
     logs = [sum(c * v for c, v in zip(coef, x)) for coef in model["coefs"]]
     for key, table in model["offsets"].items():
@@ -175,14 +178,14 @@ def predict(model: dict, r: dict) -> List[float]:
     return [math.exp(v) for v in logs]
 
 
-def folds(rows: Sequence[dict], k: int) -> List[List[int]]:
+def folds(rows: Sequence[Row], k: int) -> List[List[int]]:
     """Systems dealt round-robin in order of first appearance: every result of a system in one fold."""
     systems = list(dict.fromkeys(r["system"] for r in rows))
     fold_of = {s: i % k for i, s in enumerate(systems)}
     return [[i for i, r in enumerate(rows) if fold_of[r["system"]] == f] for f in range(k)]
 
 
-def out_of_fold(rows: Sequence[dict], k: int) -> List[List[float]]:
+def out_of_fold(rows: Sequence[Row], k: int) -> List[List[float]]:
     """Predictions for every row from a model that never saw its system."""
     preds: List[List[float]] = [[] for _ in rows]
     for test in folds(rows, k):
@@ -201,7 +204,7 @@ def quantile(xs: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def band(rows: Sequence[dict], preds: Sequence[Sequence[float]]) -> List[Tuple[float, float]]:
+def band(rows: Sequence[Row], preds: Sequence[Sequence[float]]) -> List[Tuple[float, float]]:
     """Per load level, the 5th and 95th percentile of measured / predicted."""
     out = []
     for i in range(len(LEVELS)):
@@ -210,7 +213,7 @@ def band(rows: Sequence[dict], preds: Sequence[Sequence[float]]) -> List[Tuple[f
     return out
 
 
-def cross_validate(rows: Sequence[dict]) -> dict:
+def cross_validate(rows: Sequence[Row]) -> Dict[str, Any]:
     """Outer 10-fold grouped by system; the range of each outer fold from an inner 5-fold on its training set."""
     errors, covered, total = [], 0, 0
     for test in folds(rows, FOLDS):
@@ -226,6 +229,23 @@ def cross_validate(rows: Sequence[dict]) -> dict:
     return {"mean_abs_error": statistics.mean(errors), "median_abs_error": statistics.median(errors),
             "range_coverage": covered / total, "points": total, "systems": len({r["system"] for r in rows}),
             "folds": FOLDS}
+
+
+def baselines(rows: Sequence[Row]) -> Dict[str, float]:
+    """Mean absolute error of the constant models this replaces, on the same points: Cloud Carbon
+    Footprint's 0.74-3.5 W per thread, and TDP x load; both with 0.375 W per GB of memory."""
+    def per_vcpu(r: Row, lv: int) -> float:
+        return float(r["threads"] * (0.74 + 2.76 * lv / 100))
+
+    def tdp_x_load(r: Row, lv: int) -> float:
+        return float(r["chips"] * (r["tdp"] or 0) * lv / 100)
+
+    out = {}
+    for name, watts in (("per_vcpu_0.74_3.5_w", per_vcpu), ("tdp_x_load", tdp_x_load)):
+        errs = [abs(watts(r, lv) + 0.375 * r["memory_gb"] - w) / w
+                for r in rows if r["tdp"] for lv, w in zip(LEVELS, r["w"])]
+        out[name] = round(statistics.mean(errs), 4)
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -259,14 +279,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         "arch_defaults": model["defaults"],
         "rules": [[p, a] for p, a in RULES],
         "cross_validation": {k: round(v, 4) if isinstance(v, float) else v for k, v in cv.items()},
+        "replaced_models_mean_abs_error": baselines(rows),
     }
     text = json.dumps(out, indent=1)
-    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)  # a list per line
+    # each list of numbers on one line
+    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
     args.out.write_text(text + "\n")
     print(f"{len(rows)} results of {cv['systems']} systems; architecture rules agree with the labels on "
           f"{agree}/{sum(1 for r in rows if r['label'])}")
     print(f"cross-validated ({FOLDS}-fold, grouped by system): mean absolute error {cv['mean_abs_error']:.1%}, "
           f"median {cv['median_abs_error']:.1%}; range covers {cv['range_coverage']:.1%} of {cv['points']} points")
+    print("the models this replaces, same points: " + ", ".join(f"{k} {v:.1%}" for k, v in baselines(rows).items()))
     print(f"wrote {args.out}")
     return 0
 

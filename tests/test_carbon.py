@@ -12,9 +12,10 @@ from carbonrun.intensity.carbon import (
     resolve_intensity, social_cost,
 )
 from carbonrun.intensity.carbon import iso
-from carbonrun.intensity.providers.base import Provider, ProviderError
+from carbonrun.intensity.providers.base import ProviderError
 from carbonrun.intensity.regions import UnknownRegion
 from carbonrun.report import latex, statement
+from tests.fakes import provider as fakes
 
 T0 = 1_700_000_000.0
 ZONE_TAB = "FR\t+4852+00220\tEurope/Paris\nJP\t+353916+1394441\tAsia/Tokyo\n"
@@ -35,14 +36,8 @@ def two_step(tmp_path):
     return str(p)
 
 
-class FakeProvider(Provider):
-    name = "fake"
-    title = "Fake"
-    granularity_s = 1800
-    caveat = None
-
-    def current(self, region=None):
-        return 123.0, T0, T0 + 1800
+class FakeProvider(fakes.FakeProvider):
+    reading = (123.0, T0, T0 + 1800)
 
 
 def resolve(**kw):
@@ -129,7 +124,10 @@ def test_negative_flag_is_rejected():
 def test_record_shape():
     rec = resolve(region="FR").to_record()
     assert rec == {"g_per_kwh": 56.0, "region": "FR", "source": "table:country",
-                   "how": rec["how"], "time_varying": False}
+                   "how": rec["how"], "time_varying": False, "basis": "lifecycle", "year": 2023}
+    gcp = resolve(region="gcp:europe-west9").to_record()
+    assert (gcp["basis"], gcp["year"]) == ("operational", 2024)
+    assert "basis" not in resolve(intensity=100).to_record()  # a bare figure states no basis
 
 
 # -- time series and integration ----------------------------------------------------------------------
@@ -260,23 +258,25 @@ def record(region="FR", source="table:country", kg=0.5, kwh=2.0):
 def test_statement_text():
     out = statement.render(record(), width=1000)
     first = out.splitlines()[0]
-    assert first == ("This work contributed 0.500 kg of CO2eq to the atmosphere and used 2.00 kWh of electricity, "
-                     "having a France-specific social cost of carbon of $0.10 ($0.06, $0.17).")
-    assert "Method: grid intensity 250 g CO2eq/kWh (table:country" in out and "US EPA" in out
+    assert first == ("This work contributed 500.0 g of CO2eq to the atmosphere and used 2.000 kWh of electricity, "
+                     "having a social cost of $0.095 ($0.060 to $0.17).")
+    assert "Grid carbon intensity 250 g CO2eq/kWh for France: annual average" in out
+    assert "US EPA's global social cost of carbon (December 2023" in out and "-specific" not in out
     assert "\x1b[" not in out and "\x1b[1m" in statement.render(record(), color=True)
 
 
 def test_statement_wraps_and_handles_no_region():
     out = statement.render(record(region=None, source="world-average"), width=60)
     assert all(len(line) <= 60 for line in out.splitlines())
-    assert "-specific" not in out and "at the world-average grid intensity" in " ".join(out.split())
+    assert "-specific" not in out and "for France" not in out
     cloud = statement.render(record(region="gcp:europe-west9", source="table:cloud"), width=1000)
-    assert "GCP europe-west9 (Paris)-specific" in cloud
+    assert "for GCP europe-west9 (Paris)" in cloud and "-specific" not in cloud
 
 
 def test_statement_tiny_figures_keep_significant_digits():
     out = statement.render(record(kg=0.0000123, kwh=0.0000456), width=1000)
-    assert "0.0000123 kg" in out and "0.0000456 kWh" in out and "$0.0000023" in out
+    assert "12.30 mg" in out and "164.2 J" in out and "$0.0000023" in out and "e-0" not in out
+    assert "less than $0.000001" in statement.render(record(kg=1e-9, kwh=1e-8), width=1000)
 
 
 def test_latex_is_escaped_and_paste_ready():
@@ -284,10 +284,10 @@ def test_latex_is_escaped_and_paste_ready():
     out = latex.render(rec)
     body = out.split("\n", 1)[1]
     assert out.startswith("% Carbon impact statement (Henderson et al., 2020)")
-    assert "0.500~kg of CO$_2$eq" in body and "2.00~kWh" in body
-    assert r"CAISO\_NORTH \& 50\% \#1-specific" in body
-    assert r"\$0.10 (\$0.06, \$0.17)" in body and r"carbon\_intensity\_elec" in body
-    stripped = body.replace("CO$_2$eq", "")
+    assert "500.0~g of CO$_2$eq" in body and "2.000~kWh" in body
+    assert r"for CAISO\_NORTH \& 50\% \#1:" in body
+    assert r"\$0.095 (\$0.060 to \$0.17)" in body and r"carbon\_intensity\_elec" in body
+    stripped = body.replace("CO$_2$", "")
     assert not re.search(r"(?<!\\)[%&#_]", stripped)  # every special character escaped
     assert not re.search(r"(?<!\\)\$", stripped)
     assert body.count("{") == body.count("}") and body.rstrip().endswith("}")

@@ -129,12 +129,16 @@ def test_intensity_chain(cli, args, step, source):
                                                "world-average"]
     if step == "intensity":
         assert ci["g_per_kwh"] == 123
+    same = cli("intensity", "--json", *args)  # one precedence: `intensity` explains the same chain
+    assert same.returncode == 0 and json.loads(same.stdout)["chain"] == ci["chain"]
 
 
 def test_region_from_project_file_and_unknown_region_reported(cli):
     (cli.home / "carbonrun.toml").write_text('region = "Atlantis"\n')
     code, r = doctor_json(cli, "--gpus", "none")
     assert code == 1 and "unknown region 'Atlantis'" in r["intensity"]["error"]
+    states = {s["step"]: s["state"] for s in r["intensity"]["chain"]}
+    assert states["region"] == "failed" and states["world-average"] == "not reached"
     assert r["store"]["ok"]  # the other checks still ran
 
 

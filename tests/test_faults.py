@@ -195,3 +195,53 @@ def test_a_non_finite_interval_is_refused_before_anything_starts(cli, value):
     lines = p.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("carbonrun: error:") and "interval" in lines[0]
     assert not marker.exists()
+
+
+# -- live intensity servers ------------------------------------------------------------------------------------
+NET_ENV = {"http_proxy": "", "https_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY": "", "no_proxy": "127.0.0.1"}
+STARTED_AT = "import sys, time; print(time.time(), flush=True); time.sleep(float(sys.argv[1])); raise SystemExit(8)"
+
+
+def run_with_provider(cli, url: str, sleep_s: float):
+    t0 = time.time()
+    p = cli("--quiet", "--provider", "uk", "--provider-url", url, "--region", "GB", "--",
+            sys.executable, "-c", STARTED_AT, str(sleep_s), env=NET_ENV, timeout=60)
+    return p, float(p.stdout.split()[0]) - t0 if p.stdout else None, time.time() - t0
+
+
+@pytest.mark.parametrize("mode", ["hang", "drip", "redirect"])
+def test_a_misbehaving_provider_never_delays_the_start(cli, mode):
+    from tests.fakes.badhttp import BadServer
+
+    server = BadServer(mode)
+    try:
+        p, start_s, total_s = run_with_provider(cli, server.url, 0.1)
+    finally:
+        server.close()
+    assert p.returncode == 8, p.stderr.decode()
+    assert start_s is not None and start_s < 2.5, f"the command started {start_s:.1f} s late"
+    assert server.connections >= 1  # the provider was asked, in the background
+    live = cli.record()["intensity"]
+    assert live["source"] == "table:country" and live["region"] == "GB" and live["live"]["used"] is False
+    assert live["live"]["before"]["source"] == "table:country"
+
+
+def test_a_live_value_arriving_during_the_run_is_used_from_then_on(cli):
+    from tests.fakes.http import Server
+
+    half = time.time() - time.time() % 1800
+    stamp = [time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(t)) for t in (half, half + 1800)]
+    server = Server()
+    server.routes["/intensity"] = (200, {"data": [{"from": stamp[0], "to": stamp[1],
+                                                   "intensity": {"forecast": 150, "actual": 142}}]}, 0.4)
+    try:
+        p, start_s, _ = run_with_provider(cli, server.url, 1.2)
+    finally:
+        server.close()
+    assert p.returncode == 8, p.stderr.decode()
+    assert start_s is not None and start_s < 2.5
+    rec = cli.record()["intensity"]
+    assert rec["source"] == "provider:uk" and rec["live"]["used"] is True
+    assert rec["live"]["arrived_after_s"] >= 0.4 and rec["live"]["before"]["source"] == "table:country"
+    before = rec["live"]["before"]["g_per_kwh"]
+    assert min(before, 142) < rec["g_per_kwh"] < max(before, 142)  # energy-weighted: both figures were used

@@ -3,7 +3,9 @@
 Most end-to-end tests give the CLI a static powercap tree whose package counter only the measured
 command advances (by a known number of joules): the verdicts are then exact, whatever else the
 machine is doing. One test uses the CPU-time estimate itself, with effects larger than the spread
-this estimate shows on a shared runner (docs/gate.md).
+this estimate shows on a shared runner (docs/gate.md). The A/B gate's statistics are checked against
+printed signed-rank tables, enumeration and simulation (fixed seeds); `--vs-ref` runs against a real
+git repository made in a temporary directory.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from carbonrun.gate import paired as pg
 from carbonrun.gate import stats as g
@@ -530,6 +534,19 @@ def test_walsh_interval_is_the_set_the_test_does_not_reject():
     assert pg.walsh_interval([0.1, 0.2, 0.3], 0.025)[1] is None  # 3 pairs cannot reach 97.5% one-sided
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-1, 1, allow_nan=False), min_size=1, max_size=14), st.sampled_from([0.01, 0.025, 0.1]))
+def test_signed_rank_test_and_interval_are_consistent(d, tail):
+    up, down = pg.wilcoxon(d), pg.wilcoxon([-x for x in d])
+    assert up.p_greater == pytest.approx(down.p_less) and up.p_less == pytest.approx(down.p_greater)
+    assert 0 < up.p_greater <= 1 and up.p_greater + up.p_less >= 1 - 1e-9  # the tails overlap at W itself
+    est, ci = pg.walsh_interval(d, tail)
+    if ci is not None:
+        assert ci[0] <= est <= ci[1]
+        if ci[0] > 0 and up.method == "exact":  # the interval excludes 0 exactly when the test rejects
+            assert up.p_greater <= tail
+
+
 def test_paired_runs_needed_formula():
     # sd 0.1: n = ((1.644854 + 0.841621) * 0.1 / log 1.05)^2 = 25.97 -> 26; Wilcoxon / (3/pi) = 27.2 -> 28
     d = [0.0, 0.1 * math.sqrt(2)]
@@ -585,6 +602,9 @@ def test_metric_choice_takes_the_tightest_paired_spread():
     assert choice.chosen == "cpu-energy" and choice.spreads["cpu-time"] is None
     assert choice.spreads["cpu-energy"] == pytest.approx(math.sqrt((math.log(1.02) ** 2 + math.log(0.99) ** 2
                                                                      + math.log(1.01) ** 2) / 3))
+    # Too coarse: CPU seconds are kept in milliseconds, so 50 ms runs would move in 2% steps.
+    assert not pg.usable("cpu-time", [0.05, 0.2], [0.2, 0.2]) and pg.usable("cpu-time", [0.2], [0.2])
+    assert pg.usable("energy", [1e-9], [2e-9])  # kWh are not rounded
     # Signs are ignored: flipping a pair's ratio changes no spread, so the choice cannot favour a verdict.
     flipped = pg.choose_metric({"energy": (base, [1 / 1.1, 0.9, 1.2]), "cpu-energy": (base, [1.02, 1 / 0.99, 1.01])})
     assert flipped.spreads["energy"] == pytest.approx(choice.spreads["energy"])

@@ -4,12 +4,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from datetime import date, timedelta
 from typing import List
 
 import pytest
 
+from carbonrun.report import units
 from carbonrun.store.sqlite import Store
 
 
@@ -66,9 +68,23 @@ def test_history_table_is_one_line_per_run(three):
     assert p.returncode == 0, p.stderr.decode()
     lines = p.stdout.decode().splitlines()
     assert lines[0].split()[:3] == ["id", "started", "status"]
-    assert len(lines) == 2 + 3
-    assert "exp=b seed=1" in lines[3] and "failed" in lines[3] and "exit 3" in lines[3]
-    assert all(len(line) <= 100 for line in lines)
+    assert len(lines) == 1 + 3 + 1 and lines[-1] == "~ estimated"  # header, runs, the legend of `~`
+    assert "exp=b seed=1" in lines[2] and "failed" in lines[2] and "exit 3" in lines[2]
+    assert all(line == line.rstrip() for line in lines)  # piped: no padding, no wrapping
+
+
+def test_history_marks_estimates_and_fits_a_narrow_terminal(three):
+    from carbonrun.cli.history import history_table
+
+    records = [three.record(str(i)) for i in (3, 2, 1)]
+    assert all(r["components"] and all(c["estimated"] for c in r["components"]) for r in records)
+    wide = history_table(records, False, 100).splitlines()
+    assert all(re.search(r"  ~\d[\d.,]* (J|Wh|kWh)  +~\d[\d.,]* (mg|g|kg) ", line) for line in wide[1:4]), wide
+    narrow = history_table(records, False, 40).splitlines()
+    assert all(len(line) <= 40 for line in narrow) and "\u2026" not in "".join(narrow)
+    for r in records:  # every figure is still there, whole
+        energy = "~" + units.figures(r)["energy_value"]
+        assert any(energy in line for line in narrow), (energy, narrow)
 
 
 def test_history_since_relative_and_iso(cli):
@@ -97,8 +113,8 @@ def test_history_as_csv(three, fmt):
 def test_history_as_markdown(three):
     p = three("history", "-f", "markdown", "--limit", "2")
     text = p.stdout.decode().splitlines()
-    assert text[0].startswith("| Run |") and len(text) == 4
-    assert text[2].startswith("| 3 |") and text[3].startswith("| 2 |")
+    assert text[0].startswith("| Run |") and len(text) == 4 + 2 and text[-1] == "\\~ estimated"
+    assert text[2].startswith("| 3 |") and text[3].startswith("| 2 |") and "| \\~" in text[3]
 
 
 def test_history_of_an_empty_store(cli):
@@ -150,7 +166,7 @@ def test_compare_ratios(cli):
         assert f"{comp} energy" in m
 
     table = cli("compare", "-2", "last").stdout.decode()
-    assert "B/A" in table and "energy" in table and f"{m['duration']['ratio']:.3f}x" in table
+    assert "B/A" in table and "energy" in table and f"{units.sig(m['duration']['ratio'], 3)}x" in table
     md = cli("compare", "1", "2", "-f", "markdown").stdout.decode()
     assert "| energy |" in md and "| B/A |" in md
 

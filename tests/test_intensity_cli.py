@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 import socket
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
 
 from carbonrun.intensity.providers.base import iso
+from tests.fakes.http import Server
 
 NET_ENV = {"http_proxy": "", "https_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY": "", "no_proxy": "127.0.0.1"}
 
@@ -173,33 +172,19 @@ def test_unreachable_provider_falls_back_quickly(cli):
 
 
 def test_provider_options_come_from_the_config(cli):
-    hits = []
+    def now_half_hour(path: str) -> dict:
+        half = time.time() - time.time() % 1800
+        return {"data": [{"from": iso(half), "to": iso(half + 1800), "intensity": {"forecast": 150, "actual": 142}}]}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            hits.append(self.path)
-            half = time.time() - time.time() % 1800
-            raw = json.dumps({"data": [{"from": iso(half), "to": iso(half + 1800),
-                                        "intensity": {"forecast": 150, "actual": 142}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    server = Server()
+    server.routes["/intensity"] = (200, now_half_hour)
     try:
-        (cli.home / "carbonrun.toml").write_text(
-            f'provider = "uk"\n[providers.uk]\nbase-url = "http://127.0.0.1:{httpd.server_address[1]}"\n')
+        (cli.home / "carbonrun.toml").write_text(f'provider = "uk"\n[providers.uk]\nbase-url = "{server.url}"\n')
         out = as_json(cli, env={**NET_ENV, "CARBONRUN_TRUSTED_PROJECTS": str(cli.home)})
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        server.close()
     assert out["source"] == "provider:uk" and out["g_per_kwh"] == 142.0 and out["region"] == "GB"
-    assert hits == ["/intensity"] and used(out) == "live provider"
+    assert server.paths() == ["/intensity"] and used(out) == "live provider"
 
 
 def test_help_has_examples(cli):

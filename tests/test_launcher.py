@@ -4,12 +4,15 @@ from __future__ import annotations
 import fcntl
 import json
 import subprocess
+import time
+from datetime import datetime
 
 import pytest
 
 from carbonrun.measure import launcher
 
 from tests.fakes.postgres import server
+from tests.fakes.powercap import FakePowercap, standard_zones
 
 SLURM = {"SLURM_JOB_ID": "4242", "SLURM_NODEID": "3", "SLURM_LOCALID": "1", "SLURM_PROCID": "7",
          "SLURM_NTASKS": "7", "SLURM_TASKS_PER_NODE": "2(x3),1", "CARBONRUN_HOSTNAME": "gpu-07"}
@@ -151,3 +154,63 @@ def test_report_job_over_three_nodes_of_two_ranks(cli, tmp_path, kind):
     assert all(f"node-{n}" in table.stdout.decode() for n in range(3))
     missing = cli("report", "--job", "nope", *store)
     assert missing.returncode == 1 and b"no runs of job 'nope'" in missing.stderr
+
+
+def test_a_rank_that_outlives_the_nodes_meter_takes_over_and_the_job_adds_up(cli, tmp_path):
+    """Two ranks on one node: the meter's command ends after ~1 s, the other's after ~3 s. The second
+    continues from the first's last readings, so the job's records add up to the node's energy."""
+    root = tmp_path / "powercap"
+    started = tmp_path / "rank0-started"
+    base = {**cli.env, "SLURM_JOB_ID": "77", "SLURM_NODEID": "0", "SLURM_NTASKS": "2", "SLURM_TASKS_PER_NODE": "2",
+            "CARBONRUN_HOSTNAME": "node-0", "XDG_RUNTIME_DIR": str(tmp_path), "CARBONRUN_RAPL_ROOT": str(root)}
+    with FakePowercap(root, standard_zones(wrap_seconds=600)):
+        first = subprocess.Popen(cli.argv("--quiet", "--intensity", "200", "--json", str(tmp_path / "r0.json"),
+                                          "sh", "-c", f"touch {started}; sleep 1"),
+                                 env={**base, "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}, stderr=subprocess.PIPE)
+        for _ in range(400):  # the second rank starts once the first is inside its command (it holds the lock)
+            if started.exists():
+                break
+            time.sleep(0.01)
+        second = subprocess.Popen(cli.argv("--quiet", "--intensity", "200", "--json", str(tmp_path / "r1.json"),
+                                           "sleep", "3"),
+                                  env={**base, "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}, stderr=subprocess.PIPE)
+        assert first.wait(timeout=60) == 0, first.stderr.read().decode()
+        assert second.wait(timeout=60) == 0, second.stderr.read().decode()
+    r0, r1 = (json.loads((tmp_path / f"r{i}.json").read_text()) for i in range(2))
+    assert r0["job"]["role"] == "meter" and r1["job"]["role"] == "meter", (r0["job"], r1["job"])
+    assert r1["job"]["took_over_from"] == r0["uuid"] and r1["attribution"] == "machine"
+    assert any("took over metering node node-0" in n and "no energy" in n for n in r1["notes"]), r1["notes"]
+    ended = [datetime.fromisoformat(r["ended_at"]).timestamp() for r in (r0, r1)]
+    node_j = 72.0 * (r0["duration_s"] + ended[1] - ended[0])  # package 65 W + dram 7 W, first start to last end
+    out = cli("report", "--job", "77", "--format", "json", env={"XDG_RUNTIME_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr.decode()
+    agg = json.loads(out.stdout)
+    assert agg["metering_runs"] == 2 and agg["notes"] == [], agg
+    assert agg["energy"]["machine_kwh"] * 3.6e6 == pytest.approx(node_j, rel=0.01)
+    assert r0["energy"]["machine_kwh"] * 3.6e6 < 0.5 * node_j  # the first rank alone misses most of it
+
+
+def test_a_take_over_without_readings_left_is_a_noted_gap(tmp_path):
+    from carbonrun.accounting.energy import Accountant
+    from carbonrun.measure.loop import Loop
+    from tests.fakes.meters import SetMeter
+
+    lock = tmp_path / "job-9-n0.lock"
+    meter = launcher.elect(lock, "uuid-meter")
+    pointer = launcher.elect(lock, "uuid-pointer")
+    meter.release()  # killed, in effect: no positions left beside the lock
+    cpu = SetMeter("cpu")
+    loop = Loop([cpu], Accountant([cpu], lambda wall: 100.0, 1.0, "process"), 0.1)
+    loop.begin()
+    record = {"job": {"node": "n0", "role": "pointer", "metered_by": "uuid-meter"}, "uuid": "uuid-pointer"}
+    assert launcher.take_over(pointer, loop, record)
+    assert record["job"]["role"] == "meter" and record["job"]["gap_s"] is None
+    assert any("was not metered from its meter's end" in n for n in record["base_notes"])
+    cpu.joules = 50.0
+    loop.tick(loop.clock())
+    loop.acct.step(1.0, 0.0, loop.readings, launcher.JobView(0.0, frozenset()))
+    assert loop.acct.kwh("machine") * 3.6e6 == pytest.approx(50.0) and loop.acct.attribution == "machine"
+    pointer.release()
+    runs = [{"uuid": "uuid-pointer", "job": {**record["job"], "job_id": "9"}, "energy": {"total_kwh": 1.0,
+             "machine_kwh": 1.0}, "emissions": {"kg": 0.1, "low_kg": 0.1, "high_kg": 0.1}}]
+    assert any("an unknown time not metered" in n for n in launcher.aggregate(runs, "9")["notes"])

@@ -1,6 +1,7 @@
 """The live table in a real terminal (tmux): pinned at the bottom, the child's lines intact."""
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,12 +20,13 @@ def _pane(sock: str) -> str:
     return subprocess.run(["tmux", "-S", sock, "capture-pane", "-p"], capture_output=True, text=True).stdout
 
 
-def test_live_table_is_pinned_and_child_output_is_not_garbled(cli, tmp_path):
+def _in_tmux(cli, tmp_path, columns: int, lines: int = 24) -> "tuple[list, str]":
+    """The pane while the child runs (lines), and after carbonrun exited (text)."""
     sock = str(tmp_path / "tmux.sock")
     keep = ("CARBONRUN_", "XDG_", "HOME", "PYTHONPATH")
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cli.env.items() if k.startswith(keep))
     cmd = f"env {env} {sys.executable} -m carbonrun {sys.executable} -c {shlex.quote(CHILD)}; echo EXIT=$?; sleep 30"
-    subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-x", "100", "-y", "24", cmd], check=True)
+    subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-x", str(columns), "-y", str(lines), cmd], check=True)
     try:
         time.sleep(2.2)
         during = _pane(sock).splitlines()
@@ -35,9 +37,30 @@ def test_live_table_is_pinned_and_child_output_is_not_garbled(cli, tmp_path):
             time.sleep(0.1)
     finally:
         subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True)
+    return during, after
+
+
+def test_live_table_is_pinned_and_child_output_is_not_garbled(cli, tmp_path):
+    during, after = _in_tmux(cli, tmp_path, 100)
     table_at = [i for i, line in enumerate(during) if line.startswith("── carbonrun")]
     assert table_at and table_at[0] >= len(during) - 8, during  # pinned at the bottom
     child = [line for line in during if line.startswith("child line")]
     assert len(child) >= 5
     assert all(line.rstrip().endswith("x" * 40) for line in child)  # no line overwritten by the table
     assert "EXIT=0" in after and "emissions" in after
+
+
+FIGURE = r"~?\d[\d,]*(\.\d+)? (W|J|Wh|kWh)"
+
+
+def test_at_40_columns_every_value_is_whole(cli, tmp_path):
+    during, after = _in_tmux(cli, tmp_path, 40, lines=60)  # room for the whole summary
+    at = next(i for i, line in enumerate(during) if line.startswith("── carbonrun"))
+    title, head, rows = during[at], during[at + 1], [r for r in during[at + 2:] if r.strip()]
+    assert re.search(r"carbonrun \d+\.\d+ s · " + FIGURE + " ─", title), title  # figures dropped, never cut
+    assert head.split() == ["power", "job", "machine"] and rows, during  # the source column went first
+    for row in rows:  # name, then each figure whole
+        assert re.fullmatch(rf"\S[\w -]* +{FIGURE} +{FIGURE} +{FIGURE}", row.rstrip()), row
+    summary = after[after.index("carbonrun run #"):]
+    assert "\u2026" not in summary and all(len(line) <= 40 for line in summary.splitlines())
+    assert re.search(r"emissions +~?\d[\d.]* mg CO2eq", summary)

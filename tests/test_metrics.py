@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from carbonrun import metrics
+from tests.fakes.http import Pushgateway
 
 parser = pytest.importorskip("prometheus_client.parser", reason="prometheus-client is in the test extra")
 
@@ -81,34 +80,9 @@ def test_a_pointer_rank_leaves_the_node_to_its_meter(tmp_path):
     assert os.listdir(tmp_path) == [] and "m-uuid" in rec["notes"][-1]
 
 
-class _Gateway:
-    """A Pushgateway stand-in: records each request."""
-
-    def __init__(self) -> None:
-        seen = self.seen = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                seen.append((self.command, self.path, self.headers["Content-Type"], body.decode()))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def gateway():
-    g = _Gateway()
+    g = Pushgateway()
     yield g
     g.close()
 

@@ -182,6 +182,7 @@ def test_unreachable_database_spools_and_sync_sends_each_run_once(cli, tmp_path)
             stored = next(s for s in runs if s["uuid"] == r["uuid"])
             assert stored["status"] == "completed" and stored["energy"] == r["energy"]
             assert stored["tags"] == r["tags"] and isinstance(stored["id"], int)
+            assert not any("carbonrun sync" in n for n in stored["notes"])  # no stale spool note once sent
         assert cli("sync", "--store", url).stdout.startswith(b"nothing to sync")
     finally:
         srv.stop()
@@ -232,5 +233,6 @@ def test_a_v1_database_is_migrated_and_lists_from_its_summary(pg_url, tmp_path):
     st = PgStore(pg_url, spool=tmp_path)
     assert st.schema_version() == SCHEMA_VERSION == 2
     [row] = st.query(summary=True)
-    assert row["duration_s"] == 2.5 and row["energy"] == {"total_kwh": 0.5} and row["emissions"] == {"kg": 0.1}
+    assert row["duration_s"] == 2.5 and row["energy"] == {"total_kwh": 0.5, "low_kwh": 0.5, "high_kwh": 0.5}
+    assert row["emissions"] == {"kg": 0.1, "low_kg": 0.1, "high_kg": 0.1} and row["measured"] == "unmeasured"
     assert st.get("last")["timeline"] == r["timeline"] and "timeline" not in st.query(brief=True)[0]

@@ -20,6 +20,7 @@ from carbonrun.intensity.planner import (
 )
 from carbonrun.intensity.providers.base import iso
 from carbonrun.timefmt import format_duration, parse_duration
+from tests.fakes.clock import FakeClock
 from tests.fakes.http import Server
 
 H = 3600.0
@@ -179,20 +180,6 @@ def test_summary_line_compares_forecast_and_realised():
 
 
 # -- waiting, without waiting ----------------------------------------------------------------------------
-class FakeClock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-        self.sleeps: List[float] = []
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> Optional[int]:
-        self.sleeps.append(seconds)
-        self.t += seconds
-        return None
-
-
 def test_wait_until_reaches_the_start_without_waiting():
     clock = FakeClock(1000.0)
     ticks: List[float] = []

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from carbonrun.intensity.carbon import resolve_intensity
-from carbonrun.intensity.providers import get_provider, provider_names
+from carbonrun.intensity.providers import NAMES, get_provider
 from carbonrun.intensity.providers.base import ProviderError, UnknownProvider, iso, parse_time
 from carbonrun.intensity.providers.watttime import LB_PER_MWH_TO_G_PER_KWH
 from tests.fakes.http import Server
@@ -311,7 +311,7 @@ def test_refresh_failure_keeps_last_value_with_one_note(server):
 
 # -- registry, parsing, import hygiene ----------------------------------------------------------------------
 def test_registry():
-    assert provider_names() == ["uk", "electricitymaps", "watttime"]
+    assert NAMES == ("uk", "electricitymaps", "watttime")
     assert get_provider("uk").name == "uk"
     assert get_provider("Electricitymaps").name == "electricitymaps"
     with pytest.raises(UnknownProvider, match="choose from uk, electricitymaps, watttime"):

@@ -237,3 +237,33 @@ def test_udev_fix_makes_energy_uj_group_readable():
     assert 'SUBSYSTEM=="powercap"' in fix and 'KERNEL=="intel-rapl:*|intel-rapl-mmio:*"' in fix
     assert "chgrp power /sys%p/energy_uj" in fix and "chmod g+r /sys%p/energy_uj" in fix
     assert "udevadm trigger" in fix
+
+
+# -- sampling interval against the wrap period ------------------------------------------------
+
+def test_an_interval_near_the_wrap_period_is_capped_with_a_note(tmp_path, close_meters):
+    zone = Zone("package-0", 65.0, range_for(65.0, 1.2), max_power_factor=2.0)  # wraps every 0.6 s at 130 W
+    FakePowercap(tmp_path, [zone])
+    found = rapl.discover(Probe(rapl_root=str(tmp_path), interval=0.4))
+    close_meters(found)
+    assert found.max_interval == pytest.approx(0.3, rel=1e-3)
+    assert any(n.startswith("--interval 0.4 s capped at 0.3 s") and "wraps every 0.6 s at 130 W" in n
+               for n in found.notes), found.notes
+    quiet = rapl.discover(Probe(rapl_root=str(tmp_path), interval=0.1))
+    close_meters(quiet)
+    assert quiet.max_interval == pytest.approx(0.3, rel=1e-3) and quiet.notes == []
+
+
+def test_a_long_interval_would_miss_wraps_so_the_run_caps_it(cli, tmp_path):
+    """--interval 2 against a counter that wraps every 0.5 s at its plausible power: without the cap
+    the run would miss most of its energy; with it, the record is within 1 % and says why."""
+    root = tmp_path / "powercap"
+    with FakePowercap(root, [Zone("package-0", 65.0, range_for(65.0, 0.75), max_power_factor=1.5)]):
+        p = cli("--quiet", "--attribution", "machine", "--interval", "2", "--", "sleep", "1.5",
+                env={"CARBONRUN_RAPL_ROOT": str(root)})
+    assert p.returncode == 0, p.stderr.decode()
+    assert b"carbonrun: warning: --interval 2 s capped at 0.25 s" in p.stderr
+    rec = cli.record()
+    assert rec["interval_s"] == pytest.approx(0.25, rel=1e-3)
+    assert rec["energy"]["machine_kwh"] * 3.6e6 == pytest.approx(65.0 * rec["duration_s"], rel=0.01)
+    assert any("capped" in n for n in rec["notes"])

@@ -157,3 +157,16 @@ def test_lookup_is_cached():
     lookup("FR")
     lookup("DE")
     assert regions._tables.cache_info().misses == 1
+
+
+def test_tables_carry_their_basis_and_compare_says_when_it_differs():
+    from carbonrun.intensity.carbon import compare_regions
+
+    assert (lookup("FR").basis, lookup("gcp:europe-west9").basis, lookup("aws:eu-west-3").basis) == \
+        ("lifecycle", "operational", "operational")
+    record = {"id": 1, "command": ["x"], "energy": {"total_kwh": 1.0}, "emissions": {"kg": 0.1},
+              "intensity": {"g_per_kwh": 100.0, "region": "FR", "source": "table:country", "basis": "lifecycle"}}
+    mixed = compare_regions(record, ["FR", "gcp:europe-west9"])
+    assert {r["region"]: r["basis"] for r in mixed["regions"]} == {"FR": "lifecycle", "gcp:europe-west9": "operational"}
+    assert len(mixed["notes"]) == 1 and "differ in basis" in mixed["notes"][0]
+    assert compare_regions(record, ["FR", "DE"])["notes"] == []

@@ -7,11 +7,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from carbonrun.report import csvfmt, html as htmlfmt, latex, markdown, statement, table, units
+from carbonrun.report import compare, csvfmt, html as htmlfmt, latex, markdown, statement, table, units
 from tests.fakes.records import gpu_run
 
 EVIL = "<script>alert(1)</script>"
@@ -278,3 +279,29 @@ def test_summary_at_40_columns_shows_every_value_whole():
     assert "\u2026" not in narrow and "..." not in narrow
     for figure in ("1,500 J", "6,000 J", "4,200 J", "3.630 Wh", "203.3 mg", "$0.000039", "~520 mg"):
         assert figure in wide and figure in narrow, figure  # never cut or wrapped inside a figure
+
+
+def test_compare_puts_each_row_in_one_unit_and_marks_estimates():
+    a, b = gpu_run(), gpu_run()
+    b["id"] = 8
+    b["energy"]["total_kwh"] = a["energy"]["total_kwh"] * 1000
+    for c in b["components"]:
+        c.update(estimated=True, low_j=c["job_j"] * 0.5, high_j=c["job_j"] * 1.5)
+    rows = {line.split("  ")[0]: line.split() for line in compare.render_table(a, b, width=0).splitlines()[3:]}
+    assert rows["energy"][1:] == ["3.630", "Wh", "~3,600", "Wh", "1,000x"]  # one unit per row, B an estimate
+    assert compare.render_table(a, b, width=0).rstrip().endswith("~ estimated")
+    assert "~" not in compare.render_table(a, gpu_run(), width=0)
+
+
+def test_the_readme_summary_is_what_the_tool_prints(cli):
+    """The README shows a plain estimated run: the same lines, in the same order, as a run here prints."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("$ carbonrun --region FR python3 -c", 1)[1].split("\n$ ", 1)[0].splitlines()[1:]
+    p = cli("--no-live", "--region", "FR", "--", "python3", "-c", "sum(i * i for i in range(3 * 10**6))")
+    assert p.returncode == 0, p.stderr.decode()
+    printed = p.stderr.decode().splitlines()
+
+    def heads(lines):
+        return [line.split()[0] for line in lines if line and not line.startswith(" ")]
+
+    assert heads(printed) == heads(block), (printed, block)

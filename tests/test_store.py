@@ -320,3 +320,33 @@ def test_a_uuid_prefix_of_digits_only_still_finds_its_run(tmp_path):
     store.begin(rec, 0.0)
     assert store.get("1")["uuid"] == rec["uuid"]  # an id first
     assert store.get("12345678")["uuid"] == rec["uuid"]  # no run 12345678: the uuid prefix
+
+
+def test_v2_store_moves_timelines_out_and_lists_from_summary_columns(cli, tmp_path):
+    path = tmp_path / "v2.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA + "CREATE INDEX runs_status ON runs(status, id);")
+    rec = minimal_record(3)
+    rec.update(id=1, exit_code=0, samples=10, attribution="process",
+               components=[{"component": "cpu", "counted": True, "estimated": True, "job_j": 3.6, "machine_j": 7.2,
+                            "low_j": 1.8, "high_j": 7.2}],
+               timeline={"t": [0.5, 1.0], "watts": {"cpu": [3.0, 4.0]}})
+    rec["energy"]["total_kwh"] = 1e-6
+    db.execute("INSERT INTO runs VALUES (1, ?, ?, 1.7e9, 'completed', ?, '{}', NULL, ?)",
+               (rec["uuid"], rec["started_at"], json.dumps(rec["command"]), json.dumps(rec)))
+    db.execute("INSERT INTO runs VALUES (2, 'u2', 'x', 1.8e9, 'completed', '[\"a\"]', '{}', NULL, '{\"bad')")
+    db.execute(f"PRAGMA application_id = {store_mod.APPLICATION_ID}")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    st = Store(path)
+    assert st.schema_version() == 3
+    [row] = st.query(summary=True)  # run 2 cannot be read: skipped, with a warning naming it
+    assert "run #2" in st.warnings[0]
+    assert row["energy"] == {"total_kwh": 1e-6, "low_kwh": 0.5e-6, "high_kwh": 2e-6}
+    assert row["measured"] == "estimated" and row["samples"] == 10 and "components" not in row
+    assert st.get("1")["timeline"] == rec["timeline"] and st.get("1")["components"] == rec["components"]
+    assert st.execute("SELECT count(*) FROM records WHERE record LIKE '%watts%'")[0][0] == 0  # kept apart
+    assert st.execute("SELECT seq FROM sqlite_sequence WHERE name = 'runs'")[0][0] == 2
+    p = cli("history", "--store", str(path))
+    assert p.returncode == 0 and "~" in p.stdout.decode().splitlines()[1] and b"run #2" in p.stderr

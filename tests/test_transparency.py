@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -43,6 +44,15 @@ signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2, signal.SIGRTMIN + 2})
 os.dup2(os.open("/dev/null", os.O_RDONLY), 7)
 os.environ["CALLER_MARK"] = "caller \xe9"
 os.nice(1)
+if mode == "closed":  # `cmd <&- 2>&-`: whatever carbonrun opens may land on 0 and 2, and must not show
+    os.close(0)
+    os.close(2)
+if mode.startswith("terminal:"):  # a session leader whose controlling terminal is on stdin and stdout
+    os.setsid()
+    tty = os.open(mode.split(":", 1)[1], os.O_RDWR)
+    os.dup2(tty, 0)
+    os.dup2(tty, 1)
+    os.close(tty)
 os.execvp(sys.argv[2], sys.argv[2:])
 """
 
@@ -97,14 +107,26 @@ CORPUS: List[Tuple[str, List[str], Optional[bytes]]] = [
     ("trap-int", ["sh", "-c", "trap 'echo caught' INT; kill -INT $$; echo after"], None),
     ("closed-stdout", ["sh", "-c", "exec 1>&-; echo lost; echo $? >&2"], None),
     ("timeout-124", ["timeout", "0.1", "sleep", "5"], None),
+    ("tty-termios", ["stty", "-g"], None),
+    ("tty-relations", ["sh", "-c", 'set -- $(cut -d" " -f5-8 /proc/$$/stat); [ "$1" = "$2" ] && echo pgid=sid;'
+                       ' [ "$1" = "$4" ] && echo foreground; [ "$3" != 0 ] && echo has-tty; test -t 0 && echo tty-in'],
+     None),
 ]
-BACKGROUND = ["status-signals", "python-signals", "trap-int"]  # also from a caller that ignores INT and QUIT
+# Other callers, for a few commands each: a background job's (INT and QUIT ignored); one with stdin and
+# stderr closed; a session leader with a terminal on stdin and stdout.
+MODES = {
+    "background": ["status-signals", "python-signals", "trap-int"],
+    "closed": ["fds", "fds-shell", "exit-42", "kill-pipe"],
+    "terminal": ["tty-termios", "tty-relations", "status-signals", "fds"],
+}
 TOKEN = "TRANSPARENCY_RUN_TOKEN"
 SUMMARY = re.compile(rb"carbonrun: (completed|failed|interrupted)[^\n]*\n\Z")
 
 
 def _run(cli: CLI, mode: str, argv: List[str], stdin: Optional[bytes], wrapped: bool, cwd: Path):
     inner = cli.argv("--quiet", "--", *argv) if wrapped else argv
+    if mode == "terminal":
+        return _run_on_a_terminal(cli, inner, cwd)
     try:
         p = subprocess.run([sys.executable, "-c", CALLER, mode, *inner], input=stdin if stdin is not None else b"",
                            capture_output=True, timeout=15, env=cli.env, cwd=cwd)
@@ -113,6 +135,24 @@ def _run(cli: CLI, mode: str, argv: List[str], stdin: Optional[bytes], wrapped: 
         return "timed out", e.stdout, e.stderr
     code = 128 - p.returncode if p.returncode < 0 else p.returncode  # what a shell's $? shows either way
     return code, p.stdout, p.stderr
+
+
+def _run_on_a_terminal(cli: CLI, inner: List[str], cwd: Path):
+    """Output read from the terminal's master side; the slave stays open here until the run ends, so the
+    terminal does not hang up before the caller has opened it."""
+    master, slave = os.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-c", CALLER, f"terminal:{os.ttyname(slave)}", *inner],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env=cli.env, cwd=cwd)
+        err = p.communicate(timeout=15)[1]
+        out = b""
+        while select.select([master], [], [], 0.05)[0]:
+            out += os.read(master, 65536)
+    finally:
+        os.close(master)
+        os.close(slave)
+    return p.returncode, out, err
 
 
 def _kill_leftovers(token: str) -> None:
@@ -138,7 +178,7 @@ def results(tmp_path_factory) -> Dict[Tuple[str, str], tuple]:
     cli = CLI(home)
     cli.env[TOKEN] = uuid.uuid4().hex
     jobs = [(m, name, argv, stdin) for name, argv, stdin in CORPUS
-            for m in (("normal", "background") if name in BACKGROUND else ("normal",))]
+            for m in ["normal", *(m for m, names in MODES.items() if name in names)]]
 
     def both(job):
         mode, name, argv, stdin = job
@@ -152,12 +192,16 @@ def test_corpus_is_large_enough():
     assert len(CORPUS) >= 30 and len({name for name, _, _ in CORPUS}) == len(CORPUS)
 
 
-@pytest.mark.parametrize("mode, name", [("normal", n) for n, _, _ in CORPUS] + [("background", n) for n in BACKGROUND])
+@pytest.mark.parametrize("mode, name", [("normal", n) for n, _, _ in CORPUS]
+                         + [(m, n) for m, names in MODES.items() for n in names])
 def test_same_as_direct(results, mode, name):
     (code, out, err), (wcode, wout, werr) = results[(mode, name)]
     assert wcode == code, (werr.decode(errors="replace"), err.decode(errors="replace"))
     assert wout == out
-    assert werr.startswith(err) and SUMMARY.fullmatch(werr[len(err):]), werr.decode(errors="replace")
+    if mode == "closed":  # no stderr: carbonrun's summary has nowhere to go, and nothing else may appear
+        assert werr == err == b""
+    else:
+        assert werr.startswith(err) and SUMMARY.fullmatch(werr[len(err):]), werr.decode(errors="replace")
 
 
 def test_the_caller_state_is_really_unusual(results):
@@ -171,6 +215,9 @@ def test_the_caller_state_is_really_unusual(results):
     assert results[("normal", "yes-head-pipestatus")][0][1] == b"141\n"
     assert results[("normal", "kill-pipe")][0][0] == 141
     assert b" 7\n" in b" " + results[("normal", "fds")][0][1].replace(b"\n", b"\n ")
+    tty = results[("terminal", "tty-relations")][0][1].split()
+    assert tty == [b"pgid=sid", b"foreground", b"has-tty", b"tty-in"], tty
+    assert results[("closed", "fds")][0][1].split() == [b"0", b"1", b"7"]  # 0 is ls's own directory; 2 closed
     (_, bg, _), _ = results[("background", "status-signals")]
     assert int(dict(x.split(":\t") for x in bg.decode().splitlines())["SigIgn"], 16) & 0b110  # INT, QUIT
 

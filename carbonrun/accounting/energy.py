@@ -125,8 +125,10 @@ class Accountant:
         if dt > 0:
             self.timeline.add(t, dt, by_component)
         if counted > 0:
-            ci = self.intensity_at(wall)  # g/kWh
             kwh = counted * self.pue / J_PER_KWH
+            # an Intensity's `at`: its exact mean over the step (power constant within it), not the end value
+            exact = getattr(getattr(self.intensity_at, "__self__", None), "emissions_kg", None)
+            ci = exact(wall - max(dt, 0.0), wall, kwh) * 1000 / kwh if exact else self.intensity_at(wall)  # g/kWh
             self.g_weighted += kwh * ci
             self.kg += kwh * ci / 1000
             self.kg_low += low * self.pue / J_PER_KWH * ci / 1000

@@ -73,11 +73,12 @@ def job_table(agg: dict) -> str:
     from carbonrun.report import units
 
     e, em = agg["energy"], agg["emissions"]
+    d = units.digits_for(em["kg"], em.get("low_kg"), em.get("high_kg"))  # an estimate gets fewer digits, no range
     lines = [
         f"job {agg['job_id']} ({agg['launcher']}): {agg['nodes']} node(s), {agg['ranks']} rank(s),"
         f" {agg['runs']} run(s), {agg['metering_runs']} metering the nodes",
         f"energy      {units.energy(e['total_kwh'])} (machines {units.energy(e['machine_kwh'])})",
-        f"emissions   {units.mass(em['kg'])} CO2eq (range {units.mass(em['low_kg'])} to {units.mass(em['high_kg'])})",
+        f"emissions   {units.span(units.mass, em['kg'], em.get('low_kg'), em.get('high_kg'), d, ' CO2eq')}",
         f"duration    {units.duration(agg['duration_s'])} (longest run)",
         "",
         f"{'node':<24} {'ranks':>5} {'runs':>5} {'energy':>14} {'emissions':>14} {'duration':>10}",

@@ -14,5 +14,6 @@ COMMANDS = {
     "gate": "carbonrun.cli.gate:gate",
     "plan": "carbonrun.cli.plan:plan",
     "sweep": "carbonrun.cli.sweep:sweep",
+    "estimate": "carbonrun.cli.estimate:estimate",
     "sync": "carbonrun.cli.cluster:sync",  # send runs spooled while PostgreSQL was unreachable
 }

@@ -12,25 +12,25 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
+from carbonrun import config as config_mod
+from carbonrun import settings
 from carbonrun.cli.run import flag_values, run_options
+from carbonrun.redact import redact_text
+from carbonrun.sanitize import terminal
+from carbonrun.store.sqlite import default_path
 
 
 def config_files(env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None) -> Dict[str, Any]:
     """The config files that apply here: the project file found (or None) and the user file."""
-    from carbonrun import config
-
     env = dict(os.environ) if env is None else env
-    labels = [label for label, _ in config.load_layers(cwd or os.getcwd(), env)]
+    labels = [label for label, _ in config_mod.load_layers(cwd or os.getcwd(), env)]
     project = next((label.split(" ", 1)[1] for label in labels if label.startswith("project ")), None)
-    user = config.user_config_path(env)
+    user = config_mod.user_config_path(env)
     return {"project": project, "user": user, "user_exists": os.path.isfile(user)}
 
 
 def _shown(value: Any) -> str:
     """A value as a user would type it in a config file, without its passwords."""
-    from carbonrun.redact import redact_text
-    from carbonrun.sanitize import terminal
-
     return terminal(redact_text(_typed(value)))
 
 
@@ -49,8 +49,6 @@ def _typed(value: Any) -> str:
 def effective(name: str) -> str:
     """What a run does when a setting is not set: the effective default, in words."""
     if name == "store":
-        from carbonrun.store.sqlite import default_path
-
         return str(default_path())
     return {"region": "from the time zone, else world", "intensity": "from the region",
             "intensity-file": "none", "provider": "none (no network)", "provider-url": "the provider's own",
@@ -72,8 +70,6 @@ def render_text(rows: List[Tuple[str, Any, str]], files: Dict[str, Any]) -> str:
 
 
 def to_json(rows: List[Tuple[str, Any, str]], files: Dict[str, Any]) -> str:
-    from carbonrun.redact import redact_text
-
     settings = {name: {"value": redact_text(value) if isinstance(value, str) else value, "source": source,
                        "layer": source.split(" ", 1)[0]}
                 for name, value, source in rows}
@@ -93,9 +89,6 @@ def config(ctx: click.Context, /, as_json: bool, **params: Any) -> int:
     ($XDG_CONFIG_HOME/carbonrun/config.toml), the default. Run options given here are shown as
     `flag`, so you can check what `carbonrun run` with them would use.
     """
-    from carbonrun import config as config_mod
-    from carbonrun import settings
-
     st = settings.resolve(flag_values(ctx, params))
     rows = config_mod.explain(st)
     files = config_files()

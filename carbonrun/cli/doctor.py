@@ -37,13 +37,13 @@ class Text:
         return click.style(title, bold=True) if self.color else title
 
 
-def _zone_mark(z: dict) -> Optional[bool]:
+def _zone_mark(z: Dict[str, Any]) -> Optional[bool]:
     if z["measured"]:
         return True
     return False if is_meter_zone(z["name"]) and not z["readable"] else None
 
 
-def _text_rapl(t: Text, rapl: dict) -> None:
+def _text_rapl(t: Text, rapl: Dict[str, Any]) -> None:
     t.add(f"  RAPL  {rapl['root']}")
     for z in rapl["zones"]:
         what = "measured" if z["measured"] and not z["reason"] else (z["reason"] or "readable")
@@ -60,7 +60,7 @@ def _text_rapl(t: Text, rapl: dict) -> None:
         t.add(f"    {lead}{fix['container']}")
 
 
-def _text_group(t: Text, group: Optional[dict]) -> None:
+def _text_group(t: Text, group: Optional[Dict[str, Any]]) -> None:
     if not group:
         return
     name = group["name"]
@@ -73,7 +73,7 @@ def _text_group(t: Text, group: Optional[dict]) -> None:
         t.add(f"    you are not in group {name}{state}: the first command above adds you")
 
 
-def _text_gpus(t: Text, gpus: dict) -> None:
+def _text_gpus(t: Text, gpus: Dict[str, Any]) -> None:
     t.add("  NVIDIA GPUs" + (f"  driver {gpus['driver']}" if gpus["driver"] else ""))
     paths = {"nvml-energy": "energy counter", "nvml-power": "power readings, integrated", None: "no energy path"}
     for g in gpus["devices"]:
@@ -90,17 +90,17 @@ def _text_gpus(t: Text, gpus: dict) -> None:
         t.add(f"    {t.mark(None)}  " + ("; ".join(gpus["notes"]) or "no GPU found"))
 
 
-def _text_estimate(t: Text, est: dict) -> None:
+def _text_estimate(t: Text, est: Dict[str, Any]) -> None:
     used = " and ".join(est["used_for"]) or "nothing (every component is measured)"
     t.add(f"  Estimate  used for: {used}")
     t.add(f"    {est['method']}")
 
 
-def _text_intensity(t: Text, ci: dict) -> None:
+def _text_intensity(t: Text, ci: Dict[str, Any]) -> None:
     t.add(t.head("Carbon intensity") + "  (what `carbonrun run` would use now)")
     for step in ci["chain"]:
-        arrow = "->" if step.get("used") else "  "
-        t.add(f"  {arrow} {step['label']:<17} {step['state']}")
+        arrow = "->" if step["used"] else "  "
+        t.add(f"  {arrow} {step['label']:<17} {step['state']:<11} {step['detail']}")
     if ci["error"]:
         t.add(f"  {t.mark(False)}  {ci['error']}")
         return
@@ -109,7 +109,7 @@ def _text_intensity(t: Text, ci: dict) -> None:
         t.add(f"  note: {note}")
 
 
-def _text_store(t: Text, s: dict) -> None:
+def _text_store(t: Text, s: Dict[str, Any]) -> None:
     t.add(t.head("Run store"))
     t.add(f"  {t.mark(bool(s['ok']))}  {s['path']}")
     if s["exists"] and not s["error"]:
@@ -156,4 +156,4 @@ def doctor(ctx: click.Context, /, as_json: bool, **params: Any) -> int:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
         sys.stdout.write(render_text(report, color_enabled(sys.stdout)))
-    return report["exit_code"]
+    return int(report["exit_code"])

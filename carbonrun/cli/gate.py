@@ -13,7 +13,6 @@ from typing import Any, Dict, Optional, Tuple
 import click
 
 from carbonrun.cli.numbers import FiniteRange
-
 from carbonrun.cli.run import flag_values, run_options
 from carbonrun.errors import CarbonrunError
 from carbonrun.gate.result import (COMMAND_FAILED, FAIL, PASS, USAGE, GateResult, explain, fmt, metric_text, to_json,
@@ -118,8 +117,7 @@ def gate(ctx: click.Context, /, command: Tuple[str, ...], **params: Any) -> int:
     from carbonrun.measure.session import block_signals
 
     block_signals()  # before anything could start a thread: signals are taken with sigtimedwait
-    if params["runs"] != 5 and params["max_runs"] is not None \
-            and ctx.get_parameter_source("runs") == click.core.ParameterSource.COMMANDLINE:
+    if params["max_runs"] is not None and ctx.get_parameter_source("runs") == click.core.ParameterSource.COMMANDLINE:
         raise CarbonrunError("give --runs N (a fixed number of pairs) or --max-runs N (stop when decided), not both",
                              USAGE)
     opts = runner.GateOptions(

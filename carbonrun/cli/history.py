@@ -2,7 +2,7 @@
 
 Every command reads the store named by --store, else CARBONRUN_STORE, else the `store` setting of the
 project or user config (as `carbonrun run` does), else the default. Failures are one line through
-CarbonrunError: 1 for a run that is not there, 2 for a store that cannot be used.
+CarbonrunError: 1 when nothing is stored yet, 2 for a run id that is not there or a store that cannot be used.
 """
 from __future__ import annotations
 
@@ -104,6 +104,17 @@ def load(store: "Store", ref: str) -> dict:
     return guarded(store.get, check_ref(ref))
 
 
+def _get_or_skip(store: "Store", ref: str) -> Optional[dict]:
+    """store.get; None, with a warning naming it, for a run whose record cannot be read."""
+    from carbonrun.store.base import UnreadableRun
+
+    try:
+        return store.get(ref)
+    except UnreadableRun as e:
+        sys.stderr.write(f"carbonrun: warning: {e}: skipped\n")
+        return None
+
+
 def load_started(store, ref: str, back: int = 50) -> dict:
     """`load`, except that `last` and `-N` count only runs whose command started (not a typo's 127)."""
     from carbonrun.report.units import never_started
@@ -113,7 +124,9 @@ def load_started(store, ref: str, back: int = 50) -> dict:
     wanted, seen, offset = (1 if ref == "last" else int(ref[1:])), 0, 0
     while offset < back:
         offset += 1
-        record = load(store, f"-{offset}")
+        record = guarded(_get_or_skip, store, f"-{offset}")  # one bad record never hides the others
+        if record is None:
+            continue
         if not never_started(record):
             seen += 1
             if seen == wanted:
@@ -210,13 +223,17 @@ def _history_cells(r: dict) -> Dict[str, str]:
     """A run's figures at the precision its range allows, estimates marked `~` (report/units.py)."""
     from carbonrun.report import units
 
-    f = units.figures(r) if not units.never_started(r) else {"mark": "", "energy_value": "-", "emissions_value": "-"}
+    never = units.never_started(r)
+    if never:
+        energy = co2 = "-"
+    else:  # figures() without its ranges, which a listing does not show (100,000 rows must be quick)
+        d, mark = units.record_digits(r), units.ESTIMATE if units.is_estimated(r) else ""
+        energy, co2 = mark + units.energy(units.energy_bounds(r)[0], d), mark + units.mass(units.mass_bounds(r)[0], d)
     g = (r.get("intensity") or {}).get("g_per_kwh")
     return {"id": str(r.get("id")), "started": (r.get("started_at") or "")[:16].replace("T", " "),
-            "status": r.get("status", "") if not units.never_started(r) else "not started",
+            "status": r.get("status", "") if not never else "not started",
             "duration": units.duration(r.get("duration_s") or 0),
-            "energy": f["mark"] + f["energy_value"], "CO2eq": f["mark"] + f["emissions_value"],
-            "g/kWh": units.intensity(g) if g is not None else "-"}
+            "energy": energy, "CO2eq": co2, "g/kWh": units.intensity(g) if g is not None else "-"}
 
 
 def history_table(records: List[dict], color: bool, width: int) -> str:
@@ -247,7 +264,7 @@ def history_table(records: List[dict], color: bool, width: int) -> str:
 @click.option("--command", "command", metavar="SUBSTR", help="Only runs whose command line contains SUBSTR (any case).")
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("--since", metavar="WHEN",
-              help="Only runs started since WHEN: 2024-05-01, 2024-05-01T14:00, 12h, 7d, 2w.")
+              help="Only runs started since WHEN: 2024-05-01, 2024-05-01T14:00, 12h, 1h30m, 7d, 2w.")
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True, metavar="N",
               help="Show at most N runs, newest first (0: all).")
 @click.option("--format", "-f", "fmt", type=click.Choice(HISTORY_FORMATS), default="table", show_default=True)

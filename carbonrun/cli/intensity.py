@@ -28,10 +28,11 @@ def _compare_text(c: Dict[str, Any]) -> str:
     for r in c["regions"]:
         delta = _delta(r["kg"], a["kg"])
         lines.append(f"  {r['region']:<{width}}  {mass(r['kg']):>12}  {r['g_per_kwh']:>7.1f} g/kWh  {delta:>9}"
-                     f"  {r['name']} ({r['year']})")
+                     f"  {r['name']} ({r['year']}, {r.get('basis', 'lifecycle')})")
     best = c["regions"][0]
     lines += ["", f"lowest: {best['region']} ({best['name']}), {_delta(best['kg'], a['kg'])} against this run: "
                   "to cut emissions, move the job to a low-carbon region (annual averages; the hour matters too)"]
+    lines += [f"note: {n}" for n in c.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -52,7 +53,7 @@ def _list_text(rows: List[Any]) -> str:
 
 def _region_json(r: Any) -> Dict[str, Any]:
     return {"key": r.key, "name": r.name, "g_per_kwh": r.g_per_kwh, "year": r.year, "source": r.source,
-            "kind": r.kind}
+            "kind": r.kind, "basis": r.basis}
 
 
 # -- the figure now --------------------------------------------------------------------------------------

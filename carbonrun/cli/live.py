@@ -31,6 +31,15 @@ class LiveTable:
     def _style(self, text: str, code: str) -> str:
         return f"{ESC}[{code}m{text}{ESC}[0m" if self.color else text
 
+    def _size(self) -> "tuple[int, int]":
+        """The terminal's own size (a stale COLUMNS in the environment must not win), else 80x24."""
+        try:
+            size = os.get_terminal_size(self.out.fileno())
+            return size.columns, size.lines
+        except (OSError, ValueError, AttributeError):
+            cols, lines = shutil.get_terminal_size((80, 24))
+            return cols, lines
+
     def _write(self, s: str) -> None:
         try:
             os.write(self.out.fileno(), s.encode())
@@ -43,7 +52,7 @@ class LiveTable:
         self._started = True
 
     def _setup(self) -> None:
-        cols, lines = shutil.get_terminal_size((80, 24))
+        cols, lines = self._size()
         self.size = (cols, lines)
         self.height = min(self.rows, max(0, lines // 3))
         if self.height < 2:
@@ -56,7 +65,7 @@ class LiveTable:
     def draw(self, session) -> None:
         if not self._started:
             return
-        if shutil.get_terminal_size((80, 24)) != self.size:
+        if self._size() != self.size:
             self._clear()
             self._setup()
         if not self.height:
@@ -89,8 +98,9 @@ class LiveTable:
                          est + units.joules(mj, d)])
         self._prev_t = t
         table = tx.table(["", "power", "job", "machine"], rows, cols, right=(1, 2, 3), drop=(3,), gap=2)
-        parts = [f"carbonrun {units.duration(t)}", f"{units.energy(acct.total_kwh())}",
-                 f"{units.mass(acct.kg)} CO2eq", f"{session.outcome.samples} samples"]
+        est, d = (units.ESTIMATE, 2) if any(m.estimated for m in acct.meters if m.counted) else ("", 4)
+        parts = [f"carbonrun {units.duration(t)}", f"{est}{units.energy(acct.total_kwh(), d)}",
+                 f"{est}{units.mass(acct.kg, d)} CO2eq", f"{session.outcome.samples} samples"]
         while len(parts) > 1 and len(" · ".join(parts)) + 4 > cols:
             parts.pop()  # the sample count goes first, then emissions: the title never cuts a figure
         title = "── " + " · ".join(parts) + " "

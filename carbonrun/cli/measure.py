@@ -5,16 +5,18 @@ import json
 import sys
 from typing import Any, Dict, List, Sequence
 
+from carbonrun import files
+from carbonrun import settings as settings_mod
+from carbonrun.cli.options import given
 from carbonrun.errors import CarbonrunError
+from carbonrun.measure.engine import STORE_FAILED, execute, prepare
+from carbonrun.measure.session import LaunchError, block_signals
+from carbonrun.record import public
 from carbonrun.settings import Settings
 
 
 def measure_options(command: Sequence[str], params: Dict[str, Any]) -> int:
     """`carbonrun run` from parsed options (click's or the fast path's): settings, then measure."""
-    from carbonrun import settings as settings_mod
-    from carbonrun.cli.options import given
-    from carbonrun.measure.session import block_signals
-
     block_signals()  # before anything could start a thread: signals are taken with sigtimedwait
     params = dict(params)
     no_live, start_now = params.pop("no_live", False), params.pop("start_now", False)
@@ -31,12 +33,9 @@ def measure_options(command: Sequence[str], params: Dict[str, Any]) -> int:
 
 
 def measure(argv: List[str], st: Settings, verbose: bool = False) -> int:
-    from carbonrun.measure.engine import execute, prepare
-    from carbonrun.measure.session import LaunchError
-
     plan = None
     if st.values.get("start_within"):  # carbon-aware start: decide, show, wait (cli/plan.py)
-        from carbonrun.cli.plan import plan_and_wait
+        from carbonrun.cli.plan import plan_and_wait  # planner and forecasts: only with --start-within
 
         plan = plan_and_wait(argv, st)
     p = prepare(argv, st)
@@ -44,13 +43,9 @@ def measure(argv: List[str], st: Settings, verbose: bool = False) -> int:
         say(f"carbonrun: warning: {p.store.refused}")
     if plan is not None:
         p.record["plan"] = plan
-    if not st.quiet:  # the summary needs rich: load it while the command runs, not after
-        import threading
-
-        threading.Thread(target=_preload_rich, daemon=True).start()
     live = None
     if not st.quiet and st.live and _isatty(sys.stderr):
-        from carbonrun.cli.live import LiveTable
+        from carbonrun.cli.live import LiveTable  # only on a terminal
 
         live = LiveTable(sys.stderr)
     started: List[Any] = []
@@ -78,17 +73,12 @@ def measure(argv: List[str], st: Settings, verbose: bool = False) -> int:
                 pass
     code = outcome.exit_code if outcome.exit_code is not None else 1
     try:
-        from carbonrun.record import public
-
         if st.json:
             _write_json(st.json, dict(public(record)))
         summary(dict(record), quiet=st.quiet, verbose=verbose)
-        if st.quiet:  # the one line has no room for notes; where the record went must still be said
-            from carbonrun.measure.engine import STORE_FAILED
-
-            for note in record.get("notes") or []:
-                if note.startswith(STORE_FAILED):
-                    say(f"carbonrun: warning: {note}")
+        for note in record.get("notes") or []:  # where the record went instead, in full, whatever the summary
+            if note.startswith(STORE_FAILED):
+                say(f"carbonrun: warning: {note}")
     except Exception as e:  # a closed, full or broken stderr: the command's exit code still tells
         say(f"carbonrun: warning: the summary could not be shown ({_what(e)}); the run is stored")
     return code
@@ -115,15 +105,7 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def _preload_rich() -> None:
-    import rich.console  # noqa: F401
-    import rich.markup  # noqa: F401
-    import rich.table  # noqa: F401
-
-
 def _write_json(path: str, record: dict) -> None:
-    from carbonrun import files
-
     try:
         files.write_atomic(path, json.dumps(record, indent=2) + "\n")
     except OSError as e:
@@ -135,10 +117,10 @@ def summary(record: dict, quiet: bool, verbose: bool = False) -> None:
     from carbonrun.cli.render import color_enabled, terminal_width
 
     if quiet:
-        from carbonrun.report.oneline import render as oneline
+        from carbonrun.report.oneline import render as oneline  # one report module of many, when used
         sys.stderr.write(oneline(record) + "\n")
         return
-    from carbonrun.report.table import render
+    from carbonrun.report.table import render  # plain text: the summary needs no rich
 
     width = terminal_width(sys.stderr) if sys.stderr.isatty() else 0
     sys.stderr.write(render(record, color=color_enabled(sys.stderr), width=width, verbose=verbose))

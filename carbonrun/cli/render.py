@@ -14,5 +14,8 @@ def color_enabled(stream: IO) -> bool:
 
 def terminal_width(stream: IO, default: int = 100) -> int:
     if stream.isatty():
-        return max(40, shutil.get_terminal_size((default, 24)).columns)
+        try:  # the terminal's own width: an exported COLUMNS may be stale
+            return max(40, os.get_terminal_size(stream.fileno()).columns)
+        except (OSError, ValueError):
+            return max(40, shutil.get_terminal_size((default, 24)).columns)
     return default

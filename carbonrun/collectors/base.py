@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import FrozenSet, List, NamedTuple, Optional
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional
 
 
 # How often the job's process tree is sampled and each step's energy attributed (5 Hz): cheap however
@@ -57,6 +57,16 @@ class Meter:
         """The job's fraction of this device's energy over the last step; None means the CPU share."""
         return None
 
+    def position(self) -> Optional[Dict[str, float]]:
+        """Where the device's own cumulative counter stood at the last read, for another process on
+        the same machine to continue from (a rank taking over a node); None when it has none."""
+        return None
+
+    def reading_at(self, position: Dict[str, float]) -> Optional[float]:
+        """What read() would have returned at another meter's position() of the same device (at or
+        before this meter's last read), or None when it cannot tell."""
+        return None
+
     def close(self) -> None:
         """Release the device (NVML shutdown and the like)."""
 
@@ -67,5 +77,6 @@ class Discovery:
 
     meters: List[Meter] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
-    gpus: List[dict] = field(default_factory=list)  # host.gpus entries: {index, name, uuid, driver}
-    details: List[dict] = field(default_factory=list)  # for `doctor`: one dict per sensor seen
+    gpus: List[Dict[str, Any]] = field(default_factory=list)  # host.gpus entries: {index, name, uuid, driver}
+    details: List[Dict[str, Any]] = field(default_factory=list)  # for `doctor`: one dict per sensor seen
+    max_interval: Optional[float] = None  # the longest sampling interval that sees every counter wrap

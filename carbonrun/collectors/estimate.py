@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from carbonrun.collectors.base import Discovery, JobView, Meter, Probe
 from carbonrun.collectors.power_model import Curve, Machine, curve, vm_curve
@@ -39,6 +39,7 @@ class CpuEstimate(Meter):
         self.low_factor, self.high_factor = power.at(0.5)[1:]
         self._t0: Optional[float] = None
         self._tw = self._bw = 0.0  # start of the open window: time, busy seconds
+        self._t_last = self._b_last = 0.0  # the last read: time, busy seconds
         self._done = self._low_j = self._high_j = 0.0  # closed windows: joules, and their bounds
         self._last = 0.0
         self._shared_upto = 0.0
@@ -67,6 +68,19 @@ class CpuEstimate(Meter):
         w, low, high = self.power.at(load)
         return max(0.0, w - self.power.memory_w), low, high
 
+    def position(self) -> Optional[Dict[str, float]]:
+        return {"t": self._t_last, "busy": self._b_last} if self._t0 is not None else None
+
+    def reading_at(self, position: Dict[str, float]) -> Optional[float]:
+        """The last reading less the modelled energy between that time (monotonic clocks are
+        machine-wide) and the last read, at the utilisation of the machine in between."""
+        t, busy = float(position["t"]), float(position["busy"])
+        dt = self._t_last - t
+        if self._t0 is None or t < self._t0 or dt < 0 or busy > self._b_last:
+            return None
+        p = self.watts((self._b_last - busy) / (self.threads * dt))[0] if dt > 0 else 0.0
+        return max(0.0, self._last - p * dt)
+
     def read(self, now: float) -> float:
         """Joules since the first read (busy time before it is not this run's)."""
         try:
@@ -76,12 +90,13 @@ class CpuEstimate(Meter):
         except (OSError, ValueError, IndexError):
             return self._last
         if self._t0 is None:
-            self._t0 = self._tw = now
-            self._bw = busy
+            self._t0 = self._tw = self._t_last = now
+            self._bw = self._b_last = busy
             return self._last
         dt = now - self._tw
         if dt <= 0 or busy < self._bw:
             return self._last
+        self._t_last, self._b_last = now, busy
         p, low, high = self.watts((busy - self._bw) / (self.threads * dt))
         joules = self._done + p * dt
         if dt >= WINDOW_S:
@@ -106,6 +121,7 @@ class MemoryEstimate(Meter):
         self.total_bytes = gb * 1e9
         self.low_factor, self.high_factor = low_factor, high_factor
         self._t0: Optional[float] = None
+        self._t_last = 0.0
 
     def job_share(self, job: JobView) -> Optional[float]:
         """Memory power follows the memory held: the job's resident share of the machine's memory."""
@@ -114,7 +130,15 @@ class MemoryEstimate(Meter):
     def read(self, now: float) -> float:
         if self._t0 is None:
             self._t0 = now
+        self._t_last = now
         return self.watts * (now - self._t0)
+
+    def position(self) -> Optional[Dict[str, float]]:
+        return {"t": self._t_last} if self._t0 is not None else None
+
+    def reading_at(self, position: Dict[str, float]) -> Optional[float]:
+        t = float(position["t"])
+        return self.watts * (t - self._t0) if self._t0 is not None and self._t0 <= t else None
 
 
 def is_virtualised(proc_root: str = "/proc", sys_root: str = "/sys") -> bool:
@@ -198,13 +222,14 @@ def this_machine(probe: Probe) -> Tuple[Machine, bool, Optional[str]]:
 
 def model_for(machine: Machine, virtual: bool) -> Tuple[Curve, str]:
     """The power curve for this machine (or VM) and one line saying how it was made."""
-    tdp = f"TDP {machine.tdp_w:.0f} W" if machine.tdp_w else "TDP unknown"
     if virtual:
         power, host = vm_curve(machine.cpu_model, machine.threads, machine.tdp_w)
+        tdp = f"TDP {power.tdp_w:.0f} W" + ("" if machine.tdp_w else ", the median of such hosts")
         how = (f"virtual machine: {machine.threads} of the {host.threads} threads of a typical 2-chip "
                f"{power.arch} host ({tdp})")
     else:
         power = curve(machine)
+        tdp = f"TDP {power.tdp_w:.0f} W" + ("" if machine.tdp_w else f", {power.tdp_source}")
         how = (f"whole machine: {machine.chips} x {machine.cpu_model} ({power.arch}, {tdp}), "
                f"{machine.threads} threads, {machine.memory_gb:.0f} GB")
     used = f", {' and '.join(power.matched)} offset" if power.matched else ""
@@ -216,7 +241,7 @@ def discover(probe: Probe) -> Discovery:
     machine, virtual, _ = this_machine(probe)
     power, how = model_for(machine, virtual)
     cpu = CpuEstimate(probe.proc_root, machine.threads, power, how)
-    meters: list = [cpu]
+    meters: List[Meter] = [cpu]
     methods = [how]
     if machine.memory_gb > 0 and power.memory_w > 0:
         low, high = power.low[0], power.high[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .base import ATTRIBUTION_STEP_S, Discovery, JobView, Meter, Probe
 
@@ -28,6 +28,7 @@ POWER_NOTE = (
     "(trapezoid). On Ampere and newer GPUs the power reading is a one-second average, so short jobs are "
     "smoothed"
 )
+FORCE_POWER_ENV = "CARBONRUN_NVML_FORCE_POWER"  # hidden: "1" measures by power even where the counter works
 MIG_NOTE = (
     "{label} is in MIG mode: its energy is for the whole physical GPU, shared by all MIG slices on it"
 )
@@ -50,7 +51,7 @@ _refs = 0
 def _import_pynvml() -> Optional[Any]:
     """pynvml, or None when nvidia-ml-py is missing or broken (never a crash)."""
     try:
-        import pynvml
+        import pynvml  # the binding: only once the driver library is known to be there
     except Exception:
         return None
     return pynvml
@@ -250,7 +251,7 @@ class NvmlMeter(Meter):
         self._share = self._query_share(job.pids)
         return self._share
 
-    def _query_share(self, pids: frozenset) -> float:
+    def _query_share(self, pids: FrozenSet[int]) -> float:
         try:
             procs = self._nv.nvmlDeviceGetComputeRunningProcesses_v3(self._handle)
         except self._nv.NVMLError as e:
@@ -273,7 +274,7 @@ class NvmlMeter(Meter):
             return 1.0
         return self._split(mine, procs)
 
-    def _split(self, mine: list, procs: list) -> float:
+    def _split(self, mine: List[Any], procs: List[Any]) -> float:
         """Share of a GPU the job shares with other processes: by used memory, else by process count."""
         used = [p.usedGpuMemory for p in procs]
         if None in used or sum(used) <= 0:
@@ -286,9 +287,9 @@ class NvmlMeter(Meter):
             f"{self._label} is shared with other processes: the job's share is split by GPU memory used "
             "(the job's processes' memory over all processes' memory)"
         )
-        return sum(p.usedGpuMemory for p in mine) / sum(used)
+        return float(sum(p.usedGpuMemory for p in mine) / sum(used))
 
-    def _check_foreign(self, procs: list) -> None:
+    def _check_foreign(self, procs: List[Any]) -> None:
         """Say so when the GPU's processes are invisible here (a container's PID namespace)."""
         if procs and not any(os.path.exists(os.path.join(self._proc_root, str(p.pid))) for p in procs):
             pids = ", ".join(str(p.pid) for p in procs[:5])
@@ -377,7 +378,7 @@ def discover(probe: Probe) -> Discovery:
 
 def _library_present() -> bool:
     """dlopen the driver library first: a machine without it never pays for importing the binding."""
-    import ctypes
+    import ctypes  # on every run's start-up path: loaded only to probe for the driver
 
     try:
         ctypes.CDLL("libnvidia-ml.so.1")
@@ -427,11 +428,15 @@ def _mig_parent(nv: Any, uuid: str) -> Optional[int]:
 
 
 def _energy_path(nv: Any, handle: Any) -> Tuple[Optional[str], Optional[int], str]:
-    """(source, first counter reading, why not the counter): the counter, else power, else (None, None, why)."""
-    try:
-        return "nvml-energy", nv.nvmlDeviceGetTotalEnergyConsumption(handle), ""
-    except nv.NVMLError as e:
-        no_counter = f"NVML: {e}"
+    """(source, first counter reading, why not the counter): the counter, else power, else (None, None, why).
+    FORCE_POWER_ENV=1 skips the counter, to check the power path against it (benchmarks/gpu_validate.py)."""
+    if os.environ.get(FORCE_POWER_ENV) == "1":
+        no_counter = f"skipped: {FORCE_POWER_ENV}=1"
+    else:
+        try:
+            return "nvml-energy", nv.nvmlDeviceGetTotalEnergyConsumption(handle), ""
+        except nv.NVMLError as e:
+            no_counter = f"NVML: {e}"
     try:
         nv.nvmlDeviceGetPowerUsage(handle)
         return "nvml-power", None, no_counter
@@ -485,7 +490,7 @@ def _hint(source: Optional[str], mig: bool) -> Optional[str]:
     return "; ".join(parts) or None
 
 
-def describe(probe: Probe) -> List[dict]:
+def describe(probe: Probe) -> List[Dict[str, Any]]:
     """For `carbonrun doctor`: one dict per GPU (or per problem), with the energy path, MIG and a hint."""
     found = discover(probe)
     for meter in found.meters:

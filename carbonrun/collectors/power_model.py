@@ -18,16 +18,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 MEMORY_SHARE_MAX = 0.4  # the memory part is clipped to [0, 40 %] of idle power: an elasticity is a slope, not a budget
 
 
 @lru_cache(maxsize=1)
-def load() -> dict:
+def load() -> Dict[str, Any]:
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "power_model.json")
     with open(path) as f:
-        return json.load(f)
+        model: Dict[str, Any] = json.load(f)
+    return model
 
 
 def normalise(model: str) -> str:
@@ -94,8 +95,8 @@ def _features(t: float, c: float, d: float, m: float) -> List[float]:
     return [1.0, t, c, d, m, t * t, m * m, d * d, t * d, m * t, c * d]
 
 
-def _log_watts(model: dict, coefs: List[float], arch: str, x: List[float], level: int) -> float:
-    offset = model["arch_offsets"].get(arch, [0.0] * len(model["levels"]))[level]
+def _log_watts(model: Dict[str, Any], coefs: List[float], arch: str, x: List[float], level: int) -> float:
+    offset = float(model["arch_offsets"].get(arch, [0.0] * len(model["levels"]))[level])
     return sum(a * b for a, b in zip(coefs, x)) + offset
 
 
@@ -143,7 +144,11 @@ def host_of(cpu_model: str, tdp_w: Optional[float] = None) -> Machine:
 def vm_curve(cpu_model: str, vcpus: int, tdp_w: Optional[float] = None) -> Tuple[Curve, Machine]:
     """A VM's share of its host: vcpus / host threads of the host's curve."""
     host = host_of(cpu_model, tdp_w)
-    return curve(host).scaled(vcpus / host.threads), host
+    power = curve(host).scaled(vcpus / host.threads)
+    if not tdp_w:
+        recent = power.arch == "unknown"
+        power.tdp_source = "median of recent server hosts" if recent else f"median of {power.arch} systems"
+    return power, host
 
 
 def figures() -> Dict[str, float]:

@@ -10,8 +10,10 @@ What is counted, and why:
 - energy_uj runs from 0 to max_energy_range_uj ("range of the above energy counter",
   Documentation/ABI/testing/sysfs-class-powercap), so a reading lower than the last one wrapped once:
   add max_energy_range_uj + 1. (intel_rapl reports the range as 0xffffffff energy units, so the true
-  step is range + one unit, 15-61 uJ: off by at most that per wrap of 65-260 kJ.) Ticks are far
-  shorter than a wrap, which takes minutes to hours.
+  step is range + one unit, 15-61 uJ: off by at most that per wrap of 65-260 kJ.) A wrap is only
+  seen if a tick comes before the next: the wrap period at the zone's highest plausible power
+  (its constraint's max_power_uw, else twice its largest power limit, else PLAUSIBLE_W) bounds the
+  interval, which is capped at half of it, with a note (discover's max_interval).
 - energy_uj is root-only since CVE-2020-8694: an unreadable zone is a note and a doctor entry
   (udev_fix() has the fix), never an exception.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from carbonrun.collectors.base import Discovery, Meter, Probe
 
@@ -30,6 +32,7 @@ _ZONE_ID = re.compile(r"^(intel-rapl(?:-mmio)?):([0-9a-f]+(?::[0-9a-f]+)*)$")
 _INSIDE_PACKAGE = ("core", "uncore")
 _CVE_HINT = "energy_uj is root-only since CVE-2020-8694"
 UDEV_RULES_FILE = "/etc/udev/rules.d/99-carbonrun-powercap.rules"
+PLAUSIBLE_W = {"cpu": 500.0, "dram": 150.0, "psys": 1500.0}  # above any part sold today, turbo included
 
 
 @dataclass(eq=False)
@@ -63,7 +66,7 @@ class RaplMeter(Meter):
         self.component, self.device, self.counted = component, device, counted
         self.zone, self.path = zone, path
         self._fd = fd
-        self._modulus = max_range_uj + 1
+        self.modulus = max_range_uj + 1
         self._last_uj = first_uj
         self._total_uj = 0
         self._dead = False
@@ -78,10 +81,18 @@ class RaplMeter(Meter):
             return self._total_uj / 1e6
         delta = uj - self._last_uj
         if delta < 0:  # wrapped
-            delta += self._modulus
+            delta += self.modulus
         self._last_uj = uj
         self._total_uj += delta
         return self._total_uj / 1e6
+
+    def position(self) -> Optional[Dict[str, float]]:
+        return {"uj": self._last_uj}
+
+    def reading_at(self, position: Dict[str, float]) -> Optional[float]:
+        """Back from the last reading to that raw value (less than one wrap ago)."""
+        back = (self._last_uj - int(position["uj"])) % self.modulus
+        return (self._total_uj - back) / 1e6 if back <= self._total_uj else None
 
     def _lose(self, exc: BaseException) -> None:
         """The zone went away: keep the last value for good (a later reading could be a new counter)."""
@@ -186,7 +197,7 @@ def _meter_kind(name: str) -> Optional[Tuple[str, bool]]:
     return None
 
 
-def _device(component: str, zone: _Zone, pkg: str, used: set) -> str:
+def _device(component: str, zone: _Zone, pkg: str, used: Set[str]) -> str:
     """package-N, dram-N (its package), psys; the zone id is appended only if a name repeats."""
     if component == "cpu":
         device = zone.name
@@ -218,13 +229,45 @@ def discover(probe: Probe) -> Discovery:
         detail = _add_zone(found, zone, names, claimed, unreadable)
         found.details.append(detail)
     _note_unreadable(found, [(z, e) for z, key, e in unreadable if key not in claimed])
+    _cap_interval(found, probe.interval)
     return found
 
 
+def plausible_watts(zone_dir: str, component: str) -> float:
+    """The most a zone could draw: a constraint's max power, else twice its largest limit, else a default."""
+    limits: List[float] = []
+    for entry in _listdir(zone_dir):
+        if entry.startswith("constraint_") and entry.endswith(("_max_power_uw", "_power_limit_uw")):
+            text = _read_text(os.path.join(zone_dir, entry)) or ""
+            if text.isdigit() and int(text) > 0:
+                limits.append(int(text) / 1e6 * (1 if entry.endswith("_max_power_uw") else 2))
+    return max(limits) if limits else PLAUSIBLE_W.get(component, PLAUSIBLE_W["cpu"])
+
+
+def wrap_period_s(meter: "RaplMeter") -> float:
+    """Seconds for the counter to go round once at the zone's highest plausible power."""
+    return meter.modulus / 1e6 / plausible_watts(os.path.dirname(meter.path), meter.component)
+
+
+def _cap_interval(found: Discovery, interval: float) -> None:
+    """A tick must come within each wrap period, or a wrap goes unseen: cap the interval at half the
+    shortest one and say so (the session reads found.max_interval)."""
+    periods = [(wrap_period_s(m), m) for m in found.meters if isinstance(m, RaplMeter)]
+    if not periods:
+        return
+    period, meter = min(periods, key=lambda pm: pm[0])
+    found.max_interval = period / 2
+    if interval > found.max_interval:
+        found.notes.append(f"--interval {interval:g} s capped at {found.max_interval:.3g} s: RAPL {meter.device} "
+                           f"({meter.zone}) wraps every {period:.3g} s at "
+                           f"{plausible_watts(os.path.dirname(meter.path), meter.component):.0f} W, and a longer "
+                           "interval could miss a wrap")
+
+
 def _add_zone(found: Discovery, zone: _Zone, names: Dict[str, str], claimed: Dict[Tuple[str, str], str],
-              unreadable: list) -> dict:
+              unreadable: List[Tuple[_Zone, Tuple[str, str], BaseException]]) -> Dict[str, Any]:
     """Meter one zone if it counts; return its doctor entry."""
-    detail = {"kind": "rapl", "path": zone.energy_path, "name": zone.name, "readable": False,
+    detail: Dict[str, Any] = {"kind": "rapl", "path": zone.energy_path, "name": zone.name, "readable": False,
               "counted": False, "reason": None}
     kind = _meter_kind(zone.name)
     if kind is None:

@@ -20,6 +20,7 @@ EXACT_MAX_PAIRS = 30  # exact signed-rank distribution up to this many nonzero p
 FIRST_LOOK = 5  # a sequential plan never looks before this many pairs
 GROWTH = 1.5  # each sequential look comes after about 1.5x the pairs of the previous one
 CHOICES = ("energy", "cpu-energy", "cpu-time")  # what `--metric auto` chooses from
+RESOLUTION = {"cpu-time": 0.001, "cpu-energy": 0.001, "duration": 0.001}  # the record rounds s and J to 1/1000
 
 
 # -- the signed-rank distribution ------------------------------------------------------------------
@@ -233,7 +234,7 @@ class MetricChoice:
     """Which metric the gate judged by and why: the spread of each candidate's per-pair log ratios."""
 
     chosen: str
-    spreads: Dict[str, Optional[float]]  # root mean square log ratio; None: not usable (a zero value)
+    spreads: Dict[str, Optional[float]]  # root mean square log ratio; None: not usable (zero, or too coarse)
     auto: bool
     rule: str = field(default="the smallest root mean square of the per-pair log ratios")
 
@@ -245,15 +246,22 @@ def paired_spread(d: Sequence[float]) -> float:
     return math.sqrt(statistics.fmean(x * x for x in d)) if d else 0.0
 
 
+def usable(metric: str, base: Sequence[float], cur: Sequence[float]) -> bool:
+    """Every value above zero, and at least 100 steps of the metric's resolution (the record keeps CPU
+    seconds and joules to 3 decimals: a 5 ms command would show ratios in steps of 20%, and runs that
+    round alike as no spread at all)."""
+    floor = 100 * RESOLUTION.get(metric, 0.0)
+    return all(x > floor for x in base) and all(x > floor for x in cur) and bool(base) and bool(cur)
+
+
 def choose_metric(candidates: Mapping[str, Tuple[Sequence[float], Sequence[float]]]) -> MetricChoice:
     """The candidate (name -> (baseline samples, current samples)) with the tightest paired spread."""
     spreads: Dict[str, Optional[float]] = {}
     for name, (base, cur) in candidates.items():
-        usable = all(x > 0 for x in base) and all(x > 0 for x in cur)
-        spreads[name] = paired_spread(log_ratios(base, cur)) if usable else None
+        spreads[name] = paired_spread(log_ratios(base, cur)) if usable(name, base, cur) else None
     ranked = sorted((s, i, name) for i, (name, s) in enumerate(spreads.items()) if s is not None)
     if not ranked:
-        raise ValueError("no metric with positive values in every run")
+        raise ValueError("no usable metric")
     return MetricChoice(ranked[0][2], spreads, auto=True)
 
 

@@ -121,7 +121,7 @@ def explain(out: GateResult) -> List[str]:
 
 def metric_text(choice: MetricChoice) -> str:
     """Why this metric, in one line: the paired spread of every candidate."""
-    spreads = ", ".join(f"{name} {100 * s:.1f}%" if s is not None else f"{name} unusable (a zero value)"
+    spreads = ", ".join(f"{name} {100 * s:.1f}%" if s is not None else f"{name} unusable (zero or too coarse)"
                         for name, s in choice.spreads.items())
     if choice.auto:
         return f"{choice.chosen}: tightest paired spread in this job ({spreads}; {choice.rule})"

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 import uuid as uuidlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from carbonrun import timefmt
 from carbonrun.gate import paired, stats
 from carbonrun.gate.result import GateResult, Paired, fmt
 from carbonrun.gate.stats import GateError, Record
@@ -293,11 +294,11 @@ def _choose(metric: str, base: Sequence[Record], cur: Sequence[Record]) -> paire
         best = None
     if metric == "auto":
         if best is None:
-            raise GateError("no metric was above zero in every run (energy, cpu-energy, cpu-time): "
-                            "the command does too little to compare")
+            raise GateError("no metric was usable (energy, cpu-energy, cpu-time all zero or too coarse in some "
+                            "run): the command does too little to compare")
         return best
     b, c = candidates[metric]
-    if not (all(x > 0 for x in b) and all(x > 0 for x in c)):
+    if not all(x > 0 for x in list(b) + list(c)):
         raise GateError(f"{metric} was zero in some run: a ratio cannot be formed (try --metric auto)")
     spreads = best.spreads if best is not None else {}
     spreads.setdefault(metric, paired.paired_spread(paired.log_ratios(b, c)))
@@ -392,7 +393,9 @@ def _one_line(argv: Sequence[str], width: int = 60) -> str:
     """A command on one line, shortened: commands can be long scripts, and newlines break Markdown."""
     import shlex
 
-    text = " ".join(" ".join(shlex.quote(a) for a in argv).split())
+    from carbonrun.sanitize import terminal  # a committed baseline's command must not drive the terminal
+
+    text = terminal(" ".join(" ".join(shlex.quote(a) for a in argv).split()))
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
@@ -412,9 +415,9 @@ def _with_tags(st: Settings, tags: Dict[str, str]) -> Settings:
 def _absolute_paths(st: Settings) -> Settings:
     """Paths the engine opens during a run, made absolute: baseline runs happen inside the worktree."""
     values = dict(st.values)
-    for key in ("store", "prometheus_textfile", "intensity_file"):
+    for key in ("store", "prometheus_textfile", "intensity_file", "proc_root", "rapl_root"):
         v = values.get(key)
-        if isinstance(v, str) and v and "://" not in v:
+        if isinstance(v, str) and v and "://" not in v and v.strip().lower() != "none":
             values[key] = os.path.abspath(v)
     return Settings(values, dict(st.sources))
 
@@ -426,4 +429,4 @@ def _version() -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    return timefmt.iso(time.time())

@@ -33,6 +33,7 @@ EPA_BASIS = ("US EPA (Dec 2023) social cost of carbon, 2020 dollars, emission ye
              "$190/t (2.0%, central), $340/t (1.5%)")
 CAR_G_PER_KM = 250.0  # US EPA: about 400 g CO2 per mile for an average passenger car
 FLIGHT_KG = 900.0  # one passenger, New York <-> San Francisco round trip (Strubell et al., 2019)
+INTENSITY_FILE_MAX_BYTES = 64 << 20  # years of 5-minute points; /dev/zero is not a series
 RETRY_S = 60.0  # least time between two live refreshes, so a failing provider is not hammered
 _SECRET_KEYS = ("token", "password", "secret", "key", "user")
 
@@ -101,6 +102,8 @@ class Intensity:
     how: str
     time_varying: bool = False
     notes: List[str] = field(default_factory=list)
+    basis: Optional[str] = None  # lifecycle | operational, when the source says (the packaged tables do)
+    year: Optional[int] = None  # the year of an annual figure
     series: Optional[StepSeries] = field(default=None, repr=False)
     provider: Optional["Provider"] = field(default=None, repr=False)
     _kwh: float = field(default=0.0, init=False, repr=False)
@@ -109,6 +112,8 @@ class Intensity:
     _thread: Optional[threading.Thread] = field(default=None, init=False, repr=False, compare=False)
     _next_refresh: float = field(default=0.0, init=False, repr=False)
     _noted: Set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    _live: Optional[Dict[str, Any]] = field(default=None, init=False, repr=False, compare=False)
+    _last_used: float = field(default=0.0, init=False, repr=False, compare=False)
 
     # -- values -------------------------------------------------------------------------------------
     def at(self, unix_time: float) -> float:
@@ -117,6 +122,7 @@ class Intensity:
             return self.g_per_kwh
         with self._lock:
             self._check_coverage(unix_time)
+            self._last_used = max(self._last_used, unix_time)
             return self.series.value_at(unix_time)
 
     def emissions_kg(self, t0: float, t1: float, kwh: float) -> float:
@@ -126,6 +132,7 @@ class Intensity:
         with self._lock:
             self._check_coverage(t0)
             self._check_coverage(t1)
+            self._last_used = max(self._last_used, t1)
             grams = kwh * self.series.mean_between(t0, t1)
             self._kwh += kwh
             self._grams += grams
@@ -141,6 +148,49 @@ class Intensity:
                               "the run's times outside it used the nearest value")
 
     # -- live providers -----------------------------------------------------------------------------
+    def go_live(self, provider: "Provider", options: Mapping[str, Any], now: float) -> None:
+        """Ask `provider` on a background thread and use its answer from when it arrives; this figure
+        stands until then (and for the whole run if it never does). The network is never on the path to
+        the command's start: a provider that hangs or drips only leaves the run on this figure."""
+        self.provider = provider
+        self.series = StepSeries([(now, self.g_per_kwh)], end=now)
+        self._live = {"asked_at": now, "before": {"g_per_kwh": self.g_per_kwh, "source": self.source,
+                                                  "region": self.region, "how": self.how}}
+        self._thread = threading.Thread(target=self._first_answer, args=(dict(options),),
+                                        name="carbonrun-intensity", daemon=True)
+        self._thread.start()
+
+    def _first_answer(self, options: Mapping[str, Any]) -> None:
+        import time
+
+        from carbonrun.intensity.providers.base import ProviderError
+
+        provider, live = self.provider, self._live
+        assert provider is not None and live is not None and self.series is not None
+        try:
+            g, t_from, t_to = provider.current()
+        except Exception as exc:  # a provider bug, like a provider failure, leaves the figure in place
+            why = f": {exc}" if isinstance(exc, ProviderError) else f" ({type(exc).__name__})"
+            with self._lock:
+                self.provider = None
+                live["failed_after_s"] = round(time.time() - live["asked_at"], 3)
+                self.notes.append(_scrub(f"live provider {provider.name} failed, fell back{why}", options))
+            return
+        arrived = time.time()
+        label = provider.label()
+        with self._lock:
+            before = live["before"]
+            self.series.add(max(arrived, self.series.starts[0]), t_to, g)
+            live.update(arrived_at=arrived, arrived_after_s=round(arrived - live["asked_at"], 3))
+            self.source, self.region, self.time_varying = f"provider:{provider.name}", label, True
+            self.how = (f"live value from {provider.title} for {label}: {g:.0f} g/kWh for {iso(t_from)}..{iso(t_to)},"
+                        f" refreshed every {provider.granularity_s // 60} min during the run; it arrived"
+                        f" {arrived - live['asked_at']:.1f} s after the start, which used {before['g_per_kwh']:g}"
+                        f" g/kWh ({before['source']}) until then")
+            self._next_refresh = arrived
+            if provider.caveat:
+                self.notes.append(provider.caveat)
+
     def refresh(self, unix_time: float) -> None:
         """Fetch a newer live value in the background when the current one has run out; never blocks.
 
@@ -187,6 +237,8 @@ class Intensity:
         """The run record's `intensity` object (notes go to the record's top-level notes)."""
         rec: Dict[str, Any] = {"g_per_kwh": round(self.g_per_kwh, 3), "region": self.region, "source": self.source,
                                "how": self.how, "time_varying": self.time_varying}
+        if self.basis is not None:  # lifecycle and operational figures differ: say which this is
+            rec.update(basis=self.basis, year=self.year)
         if self.series is not None and self.time_varying:
             with self._lock:
                 s = self.series
@@ -197,7 +249,30 @@ class Intensity:
                 }
         if self.provider is not None:
             rec["provider"] = {"name": self.provider.name, "granularity_s": self.provider.granularity_s}
+        if self._live is not None:
+            rec.update(self._live_record())
         return rec
+
+    def _live_record(self) -> Dict[str, Any]:
+        """How the live value came: when it arrived, and what the run used before (or instead of) it."""
+        with self._lock:
+            live = dict(self._live or {})
+            before = live.pop("before")
+            asked = live.pop("asked_at")
+            arrived = live.pop("arrived_at", None)
+            out: Dict[str, Any] = {"live": {"asked_at": iso(asked), **live, "before": before}}
+            if arrived is None or (self._last_used and arrived > self._last_used):
+                # no step of the run used it: the run is the fallback's, whatever came later
+                state = ("failed" if "failed_after_s" in live else "arrived after the run's last step"
+                         if arrived is not None else "had not arrived when the run ended")
+                out["live"]["used"] = False
+                out.update(g_per_kwh=before["g_per_kwh"], source=before["source"], region=before["region"],
+                           how=f"{before['how']} (the live value {state})", time_varying=False)
+                out.pop("series", None)
+            else:
+                out["live"]["used"] = True
+                out["live"]["used_from"] = iso(arrived)
+        return out
 
 
 # -- intensity files ---------------------------------------------------------------------------------
@@ -291,11 +366,13 @@ def load_intensity_file(path: str, *, region: Optional[str] = None) -> Intensity
     def fail_entry(n: int, why: str) -> IntensityFileError:
         return IntensityFileError(f"intensity file {path}, entry {n}: {why}")
 
+    from carbonrun.config import read_limited
+
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
+        text = read_limited(path, INTENSITY_FILE_MAX_BYTES, "utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise IntensityFileError(f"intensity file {path}: cannot read ({exc.__class__.__name__})") from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).replace(path, "it")
+        raise IntensityFileError(f"intensity file {path}: cannot read ({why[:120]})") from None
     is_json = path.lower().endswith(".json") or text.lstrip()[:1] in ("[", "{")
     points = _json_points(text, fail, fail_entry) if is_json else _csv_points(text, fail)
     if not points:
@@ -363,7 +440,7 @@ def _from_provider(name: str, options: Mapping[str, Any], region: Optional[str],
 
 
 def _from_region(region: Region, source: str, how: str, notes: List[str]) -> Intensity:
-    return Intensity(region.g_per_kwh, region.key, source, how, notes=notes)
+    return Intensity(region.g_per_kwh, region.key, source, how, notes=notes, basis=region.basis, year=region.year)
 
 
 def resolve_intensity(
@@ -378,12 +455,15 @@ def resolve_intensity(
     zone_tab: str = "/usr/share/zoneinfo/zone.tab",
     cache_dir: Optional[str] = None,
     timeout: float = 3.0,
+    background: bool = False,
 ) -> Intensity:
     """The intensity a run is accounted with, first that applies (see the module doc).
 
     tz_name None means the system's zone (TZ, /etc/timezone, /etc/localtime). Raises UnknownRegion
     for a region in no table, IntensityFileError for a bad file, UnknownProvider for a provider name
     that does not exist, ValueError for a negative --intensity; provider failures only add a note.
+    `background`: for a run, return at once with the next step's figure and let the live provider's
+    answer arrive on a thread (Intensity.go_live); otherwise wait for it (`carbonrun intensity`, plans).
     """
     if intensity is not None:
         try:
@@ -395,6 +475,21 @@ def resolve_intensity(
         return load_intensity_file(intensity_file, region=region)
     notes: List[str] = []
     name = providers.configured(provider)
+    if name and background:
+        opts = {"cache_dir": cache_dir, "timeout": timeout, **dict(provider_options or {})}
+        if region and not opts.get("region"):
+            opts["region"] = region
+        provider_obj = providers.get_provider(name, opts)  # UnknownProvider (a usage error) propagates
+        def tables(place: Optional[str]) -> Intensity:
+            return resolve_intensity(intensity=None, intensity_file=None, provider=None, provider_options=None,
+                                     region=place, now=now, tz_name=tz_name, zone_tab=zone_tab)
+        try:
+            base = tables(region)
+        except UnknownRegion:  # the provider may know it; the tables do not
+            base = tables(None)
+            base.notes.insert(0, f"region {region!r} is not in the packaged tables")
+        base.go_live(provider_obj, opts, now)
+        return base
     if name:
         live = _from_provider(name, dict(provider_options or {}), region, now, cache_dir, timeout, notes)
         if live is not None:
@@ -424,7 +519,7 @@ def resolve_intensity(
             return _from_region(r, "timezone", how, notes)
     notes.append("no region set or guessed from the time zone; used the world average (set --region)")
     how = f"world average {WORLD_AVERAGE_G:g} g CO2eq/kWh in 2023 (Ember, Global Electricity Review 2024)"
-    return Intensity(WORLD_AVERAGE_G, None, "world-average", how, notes=notes)
+    return Intensity(WORLD_AVERAGE_G, None, "world-average", how, notes=notes, basis="lifecycle", year=2023)
 
 
 # -- what the emissions mean -------------------------------------------------------------------------
@@ -437,14 +532,20 @@ def compare_regions(record: Mapping[str, Any], names: Sequence[str]) -> Dict[str
     rows: List[Dict[str, Any]] = []
     for name in names:
         r = lookup(name)
-        rows.append({"region": r.key, "name": r.name, "g_per_kwh": r.g_per_kwh, "year": r.year,
+        rows.append({"region": r.key, "name": r.name, "g_per_kwh": r.g_per_kwh, "year": r.year, "basis": r.basis,
                      "kg": kwh * r.g_per_kwh / 1000.0})
     rows.sort(key=lambda x: float(x["kg"]))
     ci = record.get("intensity") or {}
+    bases = {str(x["basis"]) for x in rows} | ({ci["basis"]} if ci.get("basis") else set())
+    notes = [] if len(bases) < 2 else [
+        "these figures differ in basis: lifecycle figures (Ember's countries) add the emissions of building "
+        "plants and supplying fuel, operational ones (cloud providers' regions) count combustion only, so a "
+        "lifecycle figure reads higher for the same grid; compare like with like"]
     return {"run": record.get("id"), "command": record.get("command"), "total_kwh": kwh,
             "actual": {"kg": record["emissions"]["kg"], "g_per_kwh": ci.get("g_per_kwh"),
-                       "region": ci.get("region"), "source": ci.get("source")},
-            "regions": rows}
+                       "region": ci.get("region"), "source": ci.get("source"), "basis": ci.get("basis"),
+                       "year": ci.get("year")},
+            "regions": rows, "notes": notes}
 
 
 def social_cost(kg: float, scc: Sequence[float] = DEFAULT_SCC) -> Dict[str, Any]:

@@ -48,13 +48,15 @@ def provider_options(st: Settings, env: Optional[Mapping[str, str]] = None) -> D
     return opts
 
 
-def from_settings(st: Settings, now: float, tz_name: Optional[str] = None) -> carbon.Intensity:
-    """The Intensity a run started at `now` is accounted with; bad input is a usage error (exit 2)."""
+def from_settings(st: Settings, now: float, tz_name: Optional[str] = None,
+                  background: bool = False) -> carbon.Intensity:
+    """The Intensity a run started at `now` is accounted with; bad input is a usage error (exit 2).
+    `background` (a run): a live provider answers on a thread, never before the command starts."""
     try:
         return carbon.resolve_intensity(
             intensity=st.intensity, intensity_file=st.intensity_file, provider=st.provider,
             provider_options=provider_options(st), region=st.region, now=now, tz_name=tz_name,
-            cache_dir=str(paths.cache_dir()))
+            cache_dir=str(paths.cache_dir()), background=background)
     except (ValueError, regions.UnknownRegion) as e:  # an unknown region or provider, a bad file or figure
         raise CarbonrunError(str(e), 2) from None
 
@@ -67,8 +69,8 @@ def _where(st: Settings, name: str) -> str:
 
 def explain(st: Settings, result: Optional[carbon.Intensity], tz_name: Optional[str] = None) -> List[Dict[str, Any]]:
     """Each step in order, {step, label, state, detail, used}: state is used | not set | skipped (a higher
-    step applied; detail says what it would give) | failed | no guess, or `set` for every given step
-    when the settings could not be resolved (result None: the error says why)."""
+    step applied; detail says what it would give) | failed | no guess; when the settings could not be
+    resolved (result None: the error says why), a given step is `set` and the fallbacks `not reached`."""
     source = result.source.split(":")[0] if result is not None else None
     used = next((i for i, s in enumerate(STEPS) if s.source == source), -1)
 
@@ -86,7 +88,8 @@ def explain(st: Settings, result: Optional[carbon.Intensity], tz_name: Optional[
         _provider(st, result, used),
         _region(st, used),
         _timezone(used, tz_name),
-        ("used" if used == 5 else "skipped" if used >= 0 else "set", f"{carbon.WORLD_AVERAGE_G:g} g/kWh (Ember, 2023)"),
+        ("used" if used == 5 else "skipped" if used >= 0 else "not reached",
+         f"{carbon.WORLD_AVERAGE_G:g} g/kWh (Ember, 2023)"),
     ]
     return [{"step": s.id, "label": s.label, "state": st_, "detail": detail, "used": i == used}
             for i, (s, (st_, detail)) in enumerate(zip(STEPS, states))]
@@ -121,4 +124,6 @@ def _timezone(used: int, tz_name: Optional[str]) -> Tuple[str, str]:
     zone = tz_name if tz_name is not None else regions.local_timezone()
     code = regions.guess_from_timezone(zone)
     guess = f"{zone} -> {code}" if code else (f"{zone} names no country" if zone else "no system time zone")
-    return ("used" if used == 4 else ("skipped" if code and used >= 0 else "no guess" if not code else "set")), guess
+    if used < 0:
+        return "not reached", guess
+    return ("used" if used == 4 else "skipped" if code else "no guess"), guess

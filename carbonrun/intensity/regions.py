@@ -35,6 +35,7 @@ class Region(NamedTuple):
     year: int
     source: str  # source and licence, verbatim from the table
     kind: str  # "country" | "cloud"
+    basis: str = "lifecycle"  # lifecycle (construction and fuel supply too) | operational (combustion only)
 
 
 class UnknownRegion(LookupError):
@@ -60,11 +61,12 @@ def _tables() -> Dict[str, Region]:
     for r in _read_table("countries.csv"):
         _ISO3[r["iso2"]] = r["iso3"]
         out[r["iso2"]] = Region(r["iso2"], r["country"], float(r["g_co2e_per_kwh"]), int(r["year"]),
-                                r["source"], "country")
+                                r["source"], "country", r.get("basis") or "lifecycle")
     for r in _read_table("cloud_regions.csv"):
         key = f"{r['provider']}:{r['region']}"
         name = f"{_CLOUD_TITLES[r['provider']]} {r['region']}" + (f" ({r['location']})" if r["location"] else "")
-        out[key] = Region(key, name, float(r["g_co2e_per_kwh"]), int(r["year"]), r["source"], "cloud")
+        out[key] = Region(key, name, float(r["g_co2e_per_kwh"]), int(r["year"]), r["source"], "cloud",
+                          r.get("basis") or "operational")
     return out
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     L = TypeVar("L", bound=Loop)
 
 
+LIVE_GRACE_S = 0.5  # at most this long after the command ended, for a live intensity answer in flight
 STORE_FAILED = "the run store failed"  # how the notes saying where a record went instead begin
 
 
@@ -77,18 +78,33 @@ def parse_scc(st: Settings) -> Optional[Tuple[float, float, float]]:
         raise CarbonrunError(f"invalid --scc {st.scc!r}: {e}", 2) from None
 
 
+def cap_interval(st: Settings, found: Discovery) -> Settings:
+    """Settings whose interval sees every counter wrap (found.max_interval); the collector's note
+    says why in the record, and settings.warn (the CLI's stderr) tells the user now."""
+    if found.max_interval is None or st.interval <= found.max_interval:
+        return st
+    from carbonrun import settings  # the warn hook the CLI set
+
+    why = next((n for n in found.notes if n.startswith("--interval")), "--interval capped (RAPL wrap period)")
+    if settings.warn is not None:
+        settings.warn(why)
+    return replace(st, values={**st.values, "interval": found.max_interval},
+                   sources={**st.sources, "interval": "capped (RAPL wrap period)"})
+
+
 def prepare(argv: Sequence[str], st: Settings) -> Prepared:
     """Everything that can fail on bad input fails here, before the command starts."""
     from carbonrun.collectors import open_meters
     from carbonrun.record import host_info, new_record
 
     now = time.time()
-    intensity = resolve_intensity(st, now)
+    intensity = resolve_intensity(st, now, background=True)  # a live provider answers while the command runs
     scc = parse_scc(st)
     store = open_store(st)
     refused = store.open_for_run()  # an unusable store is a warning: the run goes on, its record kept aside
     probe = Probe(rapl_root=st.rapl_root, proc_root=st.proc_root, gpus=st.gpus, interval=st.interval)
     found = open_meters(probe)
+    st = cap_interval(st, found)  # an interval past a RAPL counter's wrap period would miss wraps
     record = new_record(argv, st.tags, host_info(st.proc_root, "/sys", found.gpus), st.attribution,
                         st.interval, now)
     record["base_notes"] = list(found.notes) + ([f"not stored: {refused}"] if refused else [])
@@ -116,8 +132,10 @@ def start(p: Prepared, make: Callable[[Sequence[Meter], Accountant, float, str],
 def checkpoint(p: Prepared, loop: Loop) -> None:
     """Store the running record as it stands. From another thread than the store's (a tracked
     block's sampler), with a connection of its own and a copy of the record."""
+    from carbonrun.measure.launcher import take_over
     from carbonrun.record import fill
 
+    take_over(p.job, loop, p.record)  # a rank whose node's meter has ended meters the node from here
     if _thread.get_ident() == p.thread:
         _save(p, fill(p.record, loop, p.intensity, p.scc, final=False))
     else:
@@ -161,16 +179,19 @@ def release(p: Prepared) -> None:
     for m in p.found.meters:
         m.close()
     if p.job is not None:
-        p.job.release()
+        p.job.release(p.found.meters)  # leaves the meters' last positions for a rank still running
 
 
 def finish(p: Prepared, loop: Loop) -> RunRecord:
     """Close a measured run whose loop has ended: the final record, embodied carbon, the store,
     the Prometheus export. Releases the meters and the node claim first."""
+    from carbonrun.measure.launcher import take_over
     from carbonrun.record import fill
 
+    take_over(p.job, loop, p.record)  # the node's meter ended before this rank: count the node up to now
     release(p)
     st = p.settings
+    p.intensity.wait(LIVE_GRACE_S)  # a live answer in flight: its outcome (often a quick refusal) gets noted
     record = fill(p.record, loop, p.intensity, p.scc, final=True)
     if st.values.get("embodied"):  # embodied carbon, beside (never in) emissions
         from carbonrun.accounting.embodied import section

@@ -3,23 +3,32 @@
 When several ranks on one node each run carbonrun, they all see the same machine counters. Exactly
 one of them (the first to take an exclusive flock per job and node) meters the machine; the others
 record a pointer to it and count no energy, so summing a job's runs never counts a node twice.
+
+The node is metered for as long as any rank runs on it. The counters are cumulative, so when the
+metering rank's command ends while others run, it leaves its meters' last raw positions beside the
+lock (a hand-off file) and releases the lock; a pointer that finds the lock free (at a checkpoint,
+or when its own command ends) takes it and meters the node from those positions: no energy falls
+between the two. Where a position cannot be continued (no hand-off left, a power-only meter), the
+gap is a note in the run and in `report --job`, never silent.
 """
 from __future__ import annotations
 
 import dataclasses
 import fcntl
+import json
 import os
 import re
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
+from typing import IO, TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     from carbonrun.record import RunRecord
     from carbonrun.settings import Settings
 
 from carbonrun import paths
+from carbonrun.collectors.base import JobView, Meter
 
 ENV_HOSTNAME = "CARBONRUN_HOSTNAME"  # hidden: simulates several nodes on one machine (tests, demos)
 WAIT_FOR_METER_S = 2.0
@@ -50,7 +59,7 @@ def tasks_on_node(spec: Optional[str], node_index: Optional[int]) -> Optional[in
     return counts[node_index] if 0 <= node_index < len(counts) else None
 
 
-def detect(env: Optional[Mapping[str, str]] = None) -> Optional[dict]:
+def detect(env: Optional[Mapping[str, str]] = None) -> Optional[Dict[str, Any]]:
     """The job section for a run under torchrun or SLURM (torchrun wins: it knows the ranks), else None.
 
     Under both, the job id is SLURM's: unique across the cluster, where torchrun's run id may be "none"."""
@@ -87,15 +96,111 @@ class Claim:
     role: str
     metered_by: Optional[str] = None
     lock: Optional[IO[str]] = None
+    path: Optional[Path] = None  # the node's lock file
+    uuid: str = ""
+    started: float = 0.0  # unix time this run claimed its place
 
-    def release(self) -> None:
+    def release(self, meters: Sequence[Meter] = ()) -> None:
+        """Leave the meters' last positions for a rank still running, then let go of the node."""
         if self.lock is not None:
             try:
+                if self.path is not None and meters:
+                    _leave_positions(self.path, self.uuid, meters)
                 self.lock.truncate(0)  # a pointer arriving later must not read a finished meter's uuid
                 fcntl.flock(self.lock, fcntl.LOCK_UN)
             finally:
                 self.lock.close()
                 self.lock = None
+
+    def try_lock(self) -> bool:
+        """A pointer takes the node's lock if its meter has let go of it."""
+        if self.role != "pointer" or self.path is None:
+            return False
+        try:
+            f = open(self.path, "a+")
+        except OSError:
+            return False
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            return False
+        f.truncate(0)
+        f.write(f"{self.uuid} {os.getpid()}\n")
+        f.flush()
+        self.lock, self.role = f, "meter"
+        return True
+
+
+def handoff_path(lock: Path) -> Path:
+    return lock.with_name(lock.name + ".handoff")
+
+
+def _key(m: Meter) -> str:
+    return f"{m.component}:{m.device}:{m.source}"
+
+
+def _leave_positions(lock: Path, uuid: str, meters: Sequence[Meter]) -> None:
+    from carbonrun.files import write_atomic
+
+    positions = {_key(m): m.position() for m in meters}
+    try:
+        write_atomic(handoff_path(lock), json.dumps({"uuid": uuid, "ended": time.time(), "positions": positions}))
+    except OSError:
+        pass  # the next rank notes a gap
+
+
+def _read_positions(lock: Path) -> Optional[Dict[str, Any]]:
+    try:
+        left: Any = json.loads(handoff_path(lock).read_text())
+    except (OSError, ValueError):
+        return None
+    return left if isinstance(left, dict) and isinstance(left.get("positions"), dict) else None
+
+
+def take_over(claim: Optional[Claim], loop: Any, record: "RunRecord") -> bool:
+    """A pointer whose node's meter has ended meters the node from the positions it left.
+
+    The loop's accountant is replaced by one counting the whole machine from those positions (the
+    energy since the last meter's final reading lands in the first step); the record becomes the
+    node's meter from then on. True when it took over."""
+    if claim is None or not claim.try_lock():
+        return False
+    from carbonrun.accounting.energy import Accountant
+    from carbonrun.intensity.carbon import iso
+
+    loop.tick(loop.clock())
+    left = _read_positions(claim.path) if claim.path is not None else None
+    fresh = left is not None and float(left.get("ended", 0)) >= claim.started - 1.0
+    now = time.time()
+    base, gaps = [], []
+    for m, reading in zip(loop.meters, loop.readings):
+        pos = left["positions"].get(_key(m)) if fresh and left else None
+        at = m.reading_at(pos) if pos else None
+        if at is None or at > reading:
+            gaps.append(m.device)
+            at = reading
+        base.append(at)
+    old = loop.acct
+    acct = Accountant(loop.meters, old.intensity_at, old.pue, "machine")
+    acct.baseline(base)
+    acct.step(loop.now - loop.t0, loop.wall(), loop.readings, JobView(1.0, frozenset()))
+    loop.acct = acct
+    job = record["job"]
+    previous = left.get("uuid") if fresh and left else job.get("metered_by")
+    job.update(role="meter", metered_by=None, took_over_from=previous)
+    record["attribution"] = "machine"
+    node = job.get("node")
+    if gaps:
+        since = iso(float(left["ended"])) if fresh and left else "its meter's end (no readings were left)"
+        job["gap_s"] = round(now - float(left["ended"]), 3) if fresh and left else None
+        note = (f"node {node} was not metered from {since} to {iso(now)} for {', '.join(gaps)}: this run took "
+                f"over metering the node then, from run {previous}")
+    else:
+        note = (f"this run took over metering node {node} at {iso(now)} from run {previous}, continuing its "
+                "counters' last readings: no energy between the two is lost")
+    record.setdefault("base_notes", []).append(note)
+    return True
 
 
 def _holder(f: IO[str]) -> Optional[str]:
@@ -127,13 +232,13 @@ def elect(path: Path, uuid: str, wait_s: float = WAIT_FOR_METER_S) -> Claim:
             holder = _holder(f)
             if holder is not None or time.monotonic() > deadline:
                 f.close()
-                return Claim("pointer", holder)
+                return Claim("pointer", holder, path=path, uuid=uuid, started=time.time())
             time.sleep(0.01)
             continue
         f.truncate(0)
         f.write(f"{uuid} {os.getpid()}\n")
         f.flush()
-        return Claim("meter", lock=f)
+        return Claim("meter", lock=f, path=path, uuid=uuid, started=time.time())
 
 
 def claim(record: RunRecord, st: Settings) -> Tuple[Optional[Claim], Settings]:
@@ -184,18 +289,19 @@ def mark(record: RunRecord) -> None:
             sc[k] = 0.0
 
 
-def job_records(store, job_id: str) -> List[dict]:
+def job_records(store: Any, job_id: str) -> List[Dict[str, Any]]:
     """Every stored run of one job (filtered in the database)."""
-    return store.query(job=job_id)
+    runs: List[Dict[str, Any]] = store.query(job=job_id)
+    return runs
 
 
-def aggregate(runs: List[dict], job_id: str) -> dict:
+def aggregate(runs: List[Dict[str, Any]], job_id: str) -> Dict[str, Any]:
     """One job over all its nodes: the sum of the metering runs (one per node at a time), so each node
     counts once however many ranks it ran. Raises KeyError for a job with no runs."""
     if not runs:
         raise KeyError(f"no runs of job {job_id!r} in the store")
     uuids = {r["uuid"] for r in runs}
-    nodes: Dict[str, dict] = {}
+    nodes: Dict[str, Dict[str, Any]] = {}
     ranks = set()
     notes: List[str] = []
     for r in runs:
@@ -217,6 +323,10 @@ def aggregate(runs: List[dict], job_id: str) -> dict:
         elif j.get("metered_by") not in uuids:
             notes.append(f"node {j['node']}: run {r['uuid']} points to run {j.get('metered_by')}, which is not in"
                          " this store: that node's energy is missing")
+        if j.get("role") == "meter" and "took_over_from" in j and j.get("gap_s", 0) != 0:
+            gap = j.get("gap_s")
+            notes.append(f"node {j['node']}: {'%.1f s' % gap if gap is not None else 'an unknown time'} not metered "
+                         f"before run {r['uuid']} took over from run {j.get('took_over_from')}")
         if r.get("status") in ("running", "incomplete"):
             notes.append(f"run {r['uuid']} on {j['node']} is {r['status']}: figures up to its last checkpoint")
     per_node = [{**n, "ranks": len(n["ranks"])} for _, n in sorted(nodes.items())]

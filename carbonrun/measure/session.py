@@ -8,6 +8,7 @@ carbonrun alone), and no Python signal handler runs between ticks.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
@@ -30,8 +31,6 @@ IDLE_WAIT_S = 60.0  # the longest sleep once measuring has stopped: any signal s
 def become_subreaper() -> None:
     """Orphans of the job come back to us (not init), so their CPU time is not lost."""
     try:
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     except (OSError, AttributeError):
         pass

@@ -16,7 +16,9 @@ libc is not there.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
+import fcntl
 import os
 import signal
 import sys
@@ -102,8 +104,6 @@ def _open_fds() -> List[int]:
 
 def _inherited_fds() -> Iterable[int]:
     """Descriptors that an exec would pass on (close-on-exec unset)."""
-    import fcntl
-
     for fd in _open_fds():
         try:
             if not fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
@@ -154,21 +154,24 @@ class _NoLibc(Exception):
     """ctypes or the libc functions are not there: use the os module's posix_spawn."""
 
 
-def _libc() -> Any:
-    try:
-        import ctypes
+_libc_handle: Any = None
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        for name in ("posix_spawnp", "posix_spawnattr_setsigdefault", "sigtimedwait", "pthread_sigmask"):
-            getattr(libc, name)
-        return libc
-    except (ImportError, OSError, AttributeError):
-        raise _NoLibc from None
+
+def _libc() -> Any:
+    """The C library, once (its function lookups are cached on the handle)."""
+    global _libc_handle
+    if _libc_handle is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            for name in ("posix_spawnp", "posix_spawnattr_setsigdefault", "sigtimedwait", "pthread_sigmask"):
+                getattr(libc, name)
+        except (OSError, AttributeError):
+            raise _NoLibc from None
+        _libc_handle = libc
+    return _libc_handle
 
 
 def _sigset(signals: Iterable[int]) -> Any:
-    import ctypes
-
     words = (ctypes.c_ulong * _SIGSET_WORDS)()
     bits = 8 * ctypes.sizeof(ctypes.c_ulong)
     for s in signals:
@@ -177,8 +180,6 @@ def _sigset(signals: Iterable[int]) -> Any:
 
 
 def _members(words: Any) -> FrozenSet[int]:
-    import ctypes
-
     bits = 8 * ctypes.sizeof(ctypes.c_ulong)
     return frozenset(i * bits + b + 1 for i, w in enumerate(words) for b in range(bits) if w >> b & 1)
 
@@ -189,8 +190,6 @@ def _raw_mask() -> Optional[FrozenSet[int]]:
         libc = _libc()
     except _NoLibc:
         return None
-    import ctypes
-
     words = _sigset(())
     if libc.pthread_sigmask(0, None, ctypes.byref(words)) != 0:
         return None
@@ -200,8 +199,6 @@ def _raw_mask() -> Optional[FrozenSet[int]]:
 def _libc_spawn(argv: Sequence[str], env: Optional[Mapping[str, str]], sigdef: Sequence[int],
                 mask: Iterable[int], close: Sequence[int]) -> int:
     libc = _libc()
-    import ctypes
-
     attr, actions = ctypes.create_string_buffer(1024), ctypes.create_string_buffer(1024)  # > any libc's size
     if libc.posix_spawnattr_init(attr) or libc.posix_spawn_file_actions_init(actions):
         raise _NoLibc
@@ -243,12 +240,10 @@ class Waiter:
         except _NoLibc:
             self._libc = None
             return
-        import ctypes
 
         class Timespec(ctypes.Structure):
             _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
-        self._ctypes = ctypes
         self._set = _sigset(self.signals)
         self._info = ctypes.create_string_buffer(128)  # siginfo_t is 128 bytes on Linux
         self._ts = Timespec()
@@ -260,7 +255,6 @@ class Waiter:
             if info is None or info.si_signo not in self.signals:  # see the module doc
                 return None
             return info.si_signo, info.si_code, info.si_pid
-        ctypes = self._ctypes
         timeout = max(0.0, timeout)
         self._ts.tv_sec = int(timeout)
         self._ts.tv_nsec = int((timeout - int(timeout)) * 1e9)

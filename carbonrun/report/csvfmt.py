@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Sequence
 
 from carbonrun.report import units
 from carbonrun.units import counted_j, kwh
@@ -54,7 +54,7 @@ def row(record: dict) -> Dict[str, object]:
     return out
 
 
-def table(columns: List[str], rows: Iterable[dict]) -> str:
+def table(columns: Sequence[str], rows: Iterable[dict]) -> str:
     """CSV text with a header: shared by the csv and codecarbon formats."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")

@@ -111,7 +111,8 @@ def time_unit(span: float) -> Tuple[float, str]:
 
 def _step_path(t: Sequence[float], w: Sequence[float], sx, sy) -> str:
     """Average power per bucket drawn as steps: each bucket is flat from its start to its end."""
-    parts, prev = [], 0.0
+    parts: List[str] = []
+    prev = 0.0
     for end, watts in zip(t, w):
         y = sy(watts)
         parts.append(f"{'M' if not parts else 'L'}{sx(prev):.1f},{y:.1f}H{sx(end):.1f}")
@@ -251,7 +252,10 @@ def _region_name(key: object) -> str:
 
 def _region(ci: dict) -> str:
     source = str(ci.get("source", ""))
-    return f"{_place(ci['region'])}, {source}" if ci.get("region") else source
+    if not ci.get("region"):
+        return source.replace("-", " ")
+    table = source in ("", "region") or source.startswith("table")  # the built-in table goes without saying
+    return _place(ci["region"]) + ("" if table else f", {source}")
 
 
 def cards(r: dict) -> str:
@@ -292,11 +296,13 @@ def components(r: dict) -> str:
         rng = (units.between(units.joules, c.get("low_j", 0), c.get("high_j", 0), d, unit) if est and c.get("high_j")
                else "" if est else "exact counter")
         pct = f"{share * 100:.0f}%" if counted else "-"
+        dev = str(c.get("device") or "")
+        device = "" if dev in ("", c["component"]) else f' <span class="meta">{esc(dev)}</span>'
         machine_j, job_j = (f"{mark if c.get(k) else ''}{units.joules(float(c.get(k) or 0.0), d, unit)}"
                             for k in ("machine_j", "job_j"))
         rows.append(
             f'<tr><td><span class="dot" style="background:{color_of(c["component"], i)}"></span>'
-            f'<b>{esc(c["component"])}</b> <span class="meta">{esc(c.get("device"))}</span></td>'
+            f'<b>{esc(c["component"])}</b>{device}</td>'
             f'<td>{esc(c.get("source"))} <span class="badge {"warn" if est else "ok"}">{kind}</span>'
             f'{"" if counted else " <span class=meta>(not added: covers the others)</span>"}</td>'
             f'<td class="n hide-narrow">{machine_j}</td><td class="n">{job_j}</td>'

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import json
-from typing import List
+from typing import Any, List, cast
 
 
 def render(record: dict, *, color: bool = False, width: int = 100) -> str:
     from carbonrun.record import public
 
-    return json.dumps(public(record), indent=2) + "\n"
+    return json.dumps(public(cast(Any, record)), indent=2) + "\n"
 
 
 def render_many(records: List[dict]) -> str:
     from carbonrun.record import public
 
-    return json.dumps([public(r) for r in records], indent=2) + "\n"
+    return json.dumps([public(cast(Any, r)) for r in records], indent=2) + "\n"

@@ -9,7 +9,7 @@ from typing import List
 
 from carbonrun.report import units
 from carbonrun.units import counts_job
-from carbonrun.report.table import _name
+from carbonrun.report.table import component_name
 
 _ESCAPES = {"\\": "\\\\", "`": "\\`", "|": "\\|", "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]", "#": "\\#",
             "<": "&lt;", ">": "&gt;", "&": "&amp;", "~": "\\~",
@@ -66,7 +66,7 @@ def components(record: dict) -> List[str]:
             src += ", not added"
         d, mark = (2, cell(units.ESTIMATE)) if est else (4, "")
         rng = units.between(units.joules, c["low_j"], c["high_j"], d) if est and c["high_j"] else ""
-        rows.append(f"| {cell(_name(c))} | {src} |"
+        rows.append(f"| {cell(component_name(c))} | {src} |"
                     f" {mark if c['machine_j'] else ''}{units.joules(c['machine_j'], d)} |"
                     f" {mark if c['job_j'] else ''}{units.joules(c['job_j'], d)} | {rng} |")
     return rows

@@ -142,6 +142,17 @@ SOURCES = {"rapl": "RAPL energy counters", "nvml": "NVML energy counters"}
 KINDS = {"cpu": "CPU package", "dram": "DRAM", "gpu": "GPU", "ram": "memory", "psys": "platform"}
 
 
+def _factors(record: Dict[str, Any]) -> str:
+    """"; range 0.82x to 1.2x": the estimated components' range as factors of their figure (energy-weighted)."""
+    key = "job_j" if record.get("attribution") == "process" else "machine_j"
+    est = [c for c in units.counted(record) if c.get("estimated")]
+    total = sum(float(c.get(key) or 0) for c in est)
+    if total <= 0:
+        return ""
+    low, high = (sum(float(c.get(k) or 0) for c in est) / total for k in ("low_j", "high_j"))
+    return f"; range {units.sig(low, 2)}x to {units.sig(high, 2)}x"
+
+
 def _hardware(record: Dict[str, Any]) -> str:
     """"measured with RAPL energy counters (CPU package, DRAM) and NVML energy counters (2 x NVIDIA A100)"."""
     measured: Dict[str, List[str]] = {}
@@ -162,7 +173,7 @@ def _hardware(record: Dict[str, Any]) -> str:
     parts = [f"{SOURCES.get(src, src)} ({listed(names)})" for src, names in measured.items()]
     out = f"measured with {' and '.join(parts)}" if parts else ""
     if estimated:
-        out += ("; " if out else "") + f"estimated from utilisation ({listed(estimated)}; range 0.5x to 1.5x)"
+        out += ("; " if out else "") + f"estimated from utilisation ({listed(estimated)}{_factors(record)})"
     host = record.get("host") or {}
     cpu = f", CPU {host['cpu_model']}" if host.get("cpu_model") else ""
     return (out or "not measured (no energy meter)") + f" on host {host.get('name', 'unknown')}{cpu}"

@@ -6,7 +6,6 @@ was chosen, the basis of the social cost and every note in full.
 """
 from __future__ import annotations
 
-import io
 import re
 from typing import List, Optional, Tuple
 
@@ -18,15 +17,7 @@ STATUS_STYLE = {"completed": "green", "failed": "red", "interrupted": "yellow", 
                 "running": "cyan"}
 
 
-def _console(color: bool, width: int):
-    """A rich console writing to a string (history and compare tables)."""
-    from rich.console import Console
-
-    return Console(file=io.StringIO(), width=width or 200, color_system="standard" if color else None,
-                   force_terminal=color, no_color=not color, highlight=False, emoji=False, soft_wrap=not width)
-
-
-def _name(c: dict) -> str:
+def component_name(c: dict) -> str:
     """"cpu package-0", "gpu 0", "dram-0" (not "dram dram-0"), "cpu" (not "cpu cpu")."""
     comp, dev = str(c.get("component", "")), str(c.get("device", ""))
     return dev if dev.startswith(comp) else f"{comp} {dev}"
@@ -46,7 +37,8 @@ def component_rows(record: dict) -> Tuple[List[str], List[List[str]]]:
         est = bool(c.get("estimated"))
         d = (units.digits_for(value, c.get("low_j"), c.get("high_j")) if value > 0 else 2) if est else 4
         src = str(c.get("source", "")) + ("" if c.get("counted", True) else " (not added)")
-        rows.append([_name(c), _joules(value, d, est, unit), _joules(float(c.get(other) or 0.0), d, est, unit), src])
+        other_j = float(c.get(other) or 0.0)
+        rows.append([component_name(c), _joules(value, d, est, unit), _joules(other_j, d, est, unit), src])
     return heads, rows
 
 
@@ -60,8 +52,9 @@ def _intensity(record: dict) -> str:
     if g is None:
         return ""
     where = ci.get("region") or str(ci.get("source") or "").replace("-", " ")
-    if ci.get("region") and ci.get("source") not in (None, "region"):
-        where += f", {ci['source']}"
+    source = str(ci.get("source") or "")
+    if ci.get("region") and source and source != "region" and not source.startswith("table"):
+        where += f", {source}"  # a live provider or a file; the built-in table goes without saying
     return f"at {units.intensity(g)} g/kWh ({where})"
 
 
@@ -156,12 +149,14 @@ def header(record: dict, width: int, color: bool) -> List[str]:
     status = str(record.get("status", ""))
     rid = f"run #{record['id']}" if record.get("id") is not None else "run (not stored)"
     cmd = tx.printable(" ".join(" ".join(record.get("command", [])).split()))
-    limit = max(40, 2 * width) if width else 200
-    cmd = cmd if len(cmd) <= limit else cmd[:limit - 3] + "..."
     exit_code = record.get("exit_code")
     ended = f" (exit {exit_code})" if exit_code is not None else ""
-    text = f"carbonrun {rid} {status}{ended} in {units.duration(record.get('duration_s') or 0)}: {cmd}"
-    lines = tx.wrap(text, width, 2)
+    head = f"carbonrun {rid} {status}{ended} in {units.duration(record.get('duration_s') or 0)}:"
+    limit = 200 if not width else 2 * width - len(head) if width >= 80 else width - 2
+    cmd = cmd if len(cmd) <= limit else cmd[:max(limit, 8) - 3] + "..."
+    lines = [f"{head} {cmd}"] if not width or len(head) + 1 + len(cmd) <= (width if width < 80 else 2 * width) \
+        else [head, f"  {cmd}"]
+    lines = [part for line in lines for part in tx.wrap(line, width, 2)]
     lines[0] = lines[0].replace(status, tx.style(status, STATUS_STYLE.get(status), color), 1)
     return lines
 

@@ -18,7 +18,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def printable(text: str) -> str:
     """Text from a record with control characters shown, never sent to the terminal."""
     try:
-        from carbonrun.sanitize import terminal  # type: ignore[attr-defined]
+        from carbonrun.sanitize import terminal
 
         return str(terminal(text))
     except ImportError:
@@ -63,10 +63,10 @@ def table(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, ri
     characters; when even that does not fit, each row is stacked: its first cell, then `head value`
     pairs packed into lines. Figures are never cut."""
     keep = list(range(len(heads)))
-    rows = [list(r) for r in rows]
+    cells = [list(r) for r in rows]
 
     def natural(i: int) -> int:
-        return max([len(heads[i])] + [len(r[i]) for r in rows])
+        return max([len(heads[i])] + [len(r[i]) for r in cells])
 
     def total(cols: List[int]) -> int:
         return sum(min(natural(i), 12) if i == flex else natural(i) for i in cols) + gap * (len(cols) - 1)
@@ -76,10 +76,10 @@ def table(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, ri
             break
         keep.remove(i)
     if width > 0 and total(keep) > width:
-        return _stacked(heads, rows, width)
+        return _stacked(heads, cells, width)
     if width > 0 and flex is not None and flex in keep:
         room = width - (total(keep) - min(natural(flex), 12))
-        for r in rows:
+        for r in cells:
             r[flex] = r[flex] if len(r[flex]) <= room else r[flex][:room - 3] + "..."
     ws = [natural(i) for i in keep]
 
@@ -87,7 +87,7 @@ def table(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, ri
         parts = [cells[i].rjust(w) if i in right else cells[i].ljust(w) for i, w in zip(keep, ws)]
         return (" " * gap).join(parts).rstrip()
 
-    return [style(line(heads), "bold", color)] + [line(r) for r in rows]
+    return [style(line(heads), "bold", color)] + [line(r) for r in cells]
 
 
 def _stacked(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> List[str]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
-from carbonrun.units import J_PER_KWH, counted_key
+from carbonrun import units as core_units
+from carbonrun.units import J_PER_KWH as J_PER_KWH  # re-exported: reports convert with it
 
 ESTIMATE = "~"
 SMALLEST_USD = 1e-6
@@ -58,12 +59,12 @@ def _unit(value: float, table: Sequence[Tuple[str, float]], digits: int) -> Tupl
 def energy_unit(values: Iterable[float], digits: int = 4) -> Tuple[str, float]:
     """One unit for several kWh figures (a row of a comparison): the one that fits the smallest non-zero."""
     nonzero = [abs(v) for v in values if v]
-    return _unit(min(nonzero), ENERGY_UNITS, digits) if nonzero else ENERGY_UNITS[0]
+    return _unit(min(nonzero), ENERGY_UNITS, digits) if nonzero else ENERGY_UNITS[-1]
 
 
 def mass_unit(values: Iterable[float], digits: int = 4) -> Tuple[str, float]:
     nonzero = [abs(v) for v in values if v]
-    return _unit(min(nonzero), MASS_UNITS, digits) if nonzero else MASS_UNITS[0]
+    return _unit(min(nonzero), MASS_UNITS, digits) if nonzero else MASS_UNITS[-1]
 
 
 def _scaled(value: float, table: Sequence[Tuple[str, float]], digits: int, unit: Optional[str]) -> str:
@@ -143,15 +144,11 @@ def never_started(record: dict) -> bool:
 
 
 def counted(record: dict) -> list:
-    return [c for c in record.get("components", []) if c.get("counted", True)]
+    return core_units.counted_components(record)
 
 
 def measured_label(record: dict) -> str:
-    comps = counted(record)
-    if not comps:
-        return "unmeasured"
-    est = [c.get("estimated") for c in comps]
-    return "estimated" if all(est) else ("partly estimated" if any(est) else "measured")
+    return core_units.measured_label(record)
 
 
 def is_estimated(record: dict) -> bool:
@@ -159,17 +156,8 @@ def is_estimated(record: dict) -> bool:
 
 
 def energy_bounds(record: dict) -> Tuple[float, float, float]:
-    """(kWh, low, high) including PUE: each counted component's range, exact ones at their value."""
-    e = record.get("energy") or {}
-    total = float(e.get("total_kwh") or 0.0)
-    comps = counted(record)
-    key = counted_key(record.get("attribution"))
-    j = sum(float(c.get(key) or 0.0) for c in comps)
-    if not comps or j <= 0:
-        return total, total, total
-    low = sum(float(c.get("low_j", c.get(key)) or 0.0) for c in comps)
-    high = sum(float(c.get("high_j", c.get(key)) or 0.0) for c in comps)
-    return total, total * low / j, total * high / j
+    """(kWh, low, high) including PUE (carbonrun/units.py)."""
+    return core_units.energy_bounds(record)
 
 
 def mass_bounds(record: dict) -> Tuple[float, float, float]:

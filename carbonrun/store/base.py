@@ -8,6 +8,7 @@ id, so one bad row never hides the others.
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -37,6 +38,10 @@ class NoStore(StoreError):
 
 class UnreadableRecord(ValueError):
     """One stored record that cannot be read back."""
+
+
+class UnreadableRun(StoreError):
+    """`get` found the run, but its record cannot be read (the message names its id)."""
 
 
 def check_prune(keep: Optional[int], older_than_days: Optional[float]) -> None:
@@ -83,15 +88,6 @@ def storable(record: Record) -> Record:
         if note not in clean.setdefault("notes", []):
             clean["notes"].append(note)
     return clean
-
-
-def summary(record: Record) -> Tuple[Optional[float], Optional[float], Optional[float], Optional[float]]:
-    """The small columns a listing reads: duration_s, total_kwh, kg, g_per_kwh (None when not finite)."""
-    def num(v: Any) -> Optional[float]:
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-    return (num(record.get("duration_s")), num((record.get("energy") or {}).get("total_kwh")),
-            num((record.get("emissions") or {}).get("kg")), num((record.get("intensity") or {}).get("g_per_kwh")))
 
 
 def check_record(record: Any) -> Record:
@@ -274,19 +270,36 @@ class SqlStore(Store):
         return record
 
     def _summary(self, row: Row) -> Record:
-        """A listing's row: id, uuid, started_at, status, owner, command, tags, duration, kWh, kg, g/kWh."""
-        rid, uuid, started_at, status, owner, command, tags, duration, kwh, kg, g = row
+        """A listing's row (the small columns) as a brief record: no components, no timeline; the
+        energy range and the measured label as computed when it was stored."""
+        (rid, uuid, started_at, status, owner, command, tags, duration, kwh, low_kwh, high_kwh, kg, low_kg, high_kg,
+         g, measured, exit_code, samples) = row
         if kwh is None or kg is None:
             raise UnreadableRecord("its energy or emissions are not numbers")
-        try:  # this runs once a row: 100,000 rows must list in well under a second
-            command = load_json(command)
-            tags = {} if tags == "{}" else load_json(tags)
-        except ValueError as e:
+        try:  # once a row: 100,000 rows must list in well under a second, and commands repeat
+            command, tags = list(self._decoded(command)), dict(self._decoded(tags))
+        except (ValueError, TypeError) as e:
             raise UnreadableRecord(f"bad JSON ({e})") from None
         record = {"id": rid, "uuid": uuid, "started_at": started_at, "status": status, "command": command,
-                  "tags": tags, "duration_s": duration, "energy": {"total_kwh": kwh}, "emissions": {"kg": kg},
+                  "tags": tags, "duration_s": duration, "exit_code": exit_code, "samples": samples,
+                  "measured": measured, "energy": {"total_kwh": kwh, "low_kwh": low_kwh, "high_kwh": high_kwh},
+                  "emissions": {"kg": kg, "low_kg": kg if low_kg is None else low_kg,
+                                "high_kg": kg if high_kg is None else high_kg},
                   "intensity": {"g_per_kwh": g} if g is not None else {}}
         return record if status != "running" else self._live(record, status, owner)
+
+    def _decoded(self, value: Any) -> Any:
+        """A JSON column decoded once per distinct text (the caller copies it before handing it out)."""
+        if not isinstance(value, str):
+            return value
+        cache = self._json_cache
+        if value not in cache:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[value] = json.loads(value)
+        return cache[value]
+
+    _json_cache: Dict[str, Any] = {}
 
     def _skip(self, run_id: Any, e: Exception) -> None:
         self.warnings.append(f"run #{run_id} cannot be read ({e}): skipped")
@@ -310,7 +323,7 @@ class SqlStore(Store):
         try:
             record = self._record(rows[0])
         except UnreadableRecord as e:
-            raise StoreError(f"run #{rows[0][0]} in {self.where} cannot be read ({e})") from None
+            raise UnreadableRun(f"run #{rows[0][0]} in {self.where} cannot be read ({e})") from None
         if "timeline" not in record:
             timeline = self._timeline(rows[0][0])
             if timeline is not None:
@@ -338,8 +351,7 @@ class SqlStore(Store):
             where.append("job_id = ?")
             args.append(str(job))
         if summary:
-            sql = ("SELECT id, uuid, started_at, status, owner, command, tags, duration_s, total_kwh, kg, g_per_kwh"
-                   f" FROM {self.FROM_SUMMARY}")
+            sql = f"SELECT {_LISTED} FROM {self.FROM_SUMMARY}"
             make = self._summary
         else:
             sql = f"SELECT id, {self.RECORD_COL}, status, owner FROM {self.FROM_RECORDS}"
@@ -347,23 +359,29 @@ class SqlStore(Store):
         sql += " WHERE " + " AND ".join(where) + " ORDER BY id DESC"
         live_only = status in ("running", "incomplete")
         out: List[Record] = []
-        for row in self._rows(sql, args):  # SQLite streams: reading stops at the limit
-            if live_only and owner_alive(row[4 if summary else 3]) != (status == "running"):
-                continue
-            try:
-                record = make(row)
-            except UnreadableRecord as e:
-                self._skip(row[0], e)
-                continue
-            if brief:
-                record.pop("timeline", None)
-            elif not summary and "timeline" not in record:
-                timeline = self._timeline(row[0])
-                if timeline is not None:
-                    record["timeline"] = load_json(timeline)
-            out.append(record)
-            if limit and len(out) >= limit:
-                break
+        collecting = gc.isenabled()
+        gc.disable()  # only new, acyclic dicts here: a listing of 100,000 runs spent a third of its time in GC
+        try:
+            for row in self._rows(sql, args):  # SQLite streams: reading stops at the limit
+                if live_only and owner_alive(row[4 if summary else 3]) != (status == "running"):
+                    continue
+                try:
+                    record = make(row)
+                except UnreadableRecord as e:
+                    self._skip(row[0], e)
+                    continue
+                if brief:
+                    record.pop("timeline", None)
+                elif not summary and "timeline" not in record:
+                    timeline = self._timeline(row[0])
+                    if timeline is not None:
+                        record["timeline"] = load_json(timeline)
+                out.append(record)
+                if limit and len(out) >= limit:
+                    break
+        finally:
+            if collecting:
+                gc.enable()
         return out
 
     def count(self) -> int:
@@ -391,9 +409,31 @@ class SqlStore(Store):
 
 
 def summary_row(record: Record) -> Dict[str, Any]:
-    """The columns a backend writes beside the record (the same for every store)."""
-    duration, kwh, kg, g = summary(record)
-    job = record.get("job") or {}
-    return {"duration_s": duration, "total_kwh": kwh, "kg": kg, "g_per_kwh": g,
+    """The SUMMARY_COLUMNS a backend writes beside the record: what a listing shows, computed once when
+    the run is stored (the same for every store). None where a figure is not a finite number."""
+    from carbonrun import units
+
+    def num(v: Any) -> Optional[float]:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return float(v) if ok else None
+
+    try:
+        _total, low, high = units.energy_bounds(record)
+        measured: Optional[str] = units.measured_label(record)
+    except (TypeError, ValueError, AttributeError, ZeroDivisionError):
+        low = high = float("nan")
+        measured = None
+    em, job = record.get("emissions") or {}, record.get("job") or {}
+    exit_code, samples = record.get("exit_code"), record.get("samples")
+    total = (record.get("energy") or {}).get("total_kwh")
+    return {"duration_s": num(record.get("duration_s")), "total_kwh": num(total),
+            "low_kwh": num(low), "high_kwh": num(high), "kg": num(em.get("kg")), "low_kg": num(em.get("low_kg")),
+            "high_kg": num(em.get("high_kg")), "g_per_kwh": num((record.get("intensity") or {}).get("g_per_kwh")),
+            "measured": measured, "exit_code": exit_code if isinstance(exit_code, int) else None,
+            "samples": samples if isinstance(samples, int) else None,
             "job_id": None if job.get("job_id") is None else str(job.get("job_id"))}
 
+
+SUMMARY_COLUMNS = ("duration_s", "total_kwh", "low_kwh", "high_kwh", "kg", "low_kg", "high_kg", "g_per_kwh",
+                   "measured", "exit_code", "samples", "job_id")
+_LISTED = "id, uuid, started_at, status, owner, command, tags, " + ", ".join(SUMMARY_COLUMNS[:-1])

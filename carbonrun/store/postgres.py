@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 from carbonrun.files import private_dirs, write_atomic
 from carbonrun.redact import redact
-from carbonrun.store.base import (Record, Row, SqlStore, StoreError, check_prune, storable,  # noqa: F401
-                                  summary_row, writable)
+from carbonrun.store.base import (SUMMARY_COLUMNS, Record, Row, SqlStore, StoreError,  # noqa: F401
+                                  check_prune, storable, summary_row, writable)
 from carbonrun.store.owner import owner_token
 
 if TYPE_CHECKING:
@@ -26,12 +26,6 @@ CONNECT_TIMEOUT_S = 3
 SPOOL_FORMAT = "carbonrun.spool/1"
 _MIGRATION_LOCK = 0x43524E31  # advisory lock: one migrating writer at a time
 _SPOOL_NOTE = "the run store {} was unreachable ({}); the run was kept in {} until `carbonrun sync` sends it"
-
-
-def _number(*path: str) -> str:
-    """A number inside the record, or NULL (older rows may lack it)."""
-    p = "{" + ",".join(path) + "}"
-    return f"CASE WHEN json_typeof(record #> '{p}') = 'number' THEN (record #>> '{p}')::float8 END"
 
 
 _MIGRATIONS = {
@@ -53,25 +47,45 @@ _MIGRATIONS = {
     ],
     # The summary a listing reads in small columns; the timeline apart from the record.
     2: [
-        "ALTER TABLE carbonrun.runs ADD COLUMN IF NOT EXISTS duration_s DOUBLE PRECISION,"
-        " ADD COLUMN IF NOT EXISTS total_kwh DOUBLE PRECISION, ADD COLUMN IF NOT EXISTS kg DOUBLE PRECISION,"
-        " ADD COLUMN IF NOT EXISTS g_per_kwh DOUBLE PRECISION, ADD COLUMN IF NOT EXISTS timeline JSON",
-        f"UPDATE carbonrun.runs SET duration_s = {_number('duration_s')},"
-        f" total_kwh = {_number('energy', 'total_kwh')}, kg = {_number('emissions', 'kg')},"
-        f" g_per_kwh = {_number('intensity', 'g_per_kwh')}",
+        "ALTER TABLE carbonrun.runs " + ", ".join(
+            f"ADD COLUMN IF NOT EXISTS {c} {t}" for c, t in (
+                ("duration_s", "DOUBLE PRECISION"), ("total_kwh", "DOUBLE PRECISION"),
+                ("low_kwh", "DOUBLE PRECISION"), ("high_kwh", "DOUBLE PRECISION"), ("kg", "DOUBLE PRECISION"),
+                ("low_kg", "DOUBLE PRECISION"), ("high_kg", "DOUBLE PRECISION"), ("g_per_kwh", "DOUBLE PRECISION"),
+                ("measured", "TEXT"), ("exit_code", "INTEGER"), ("samples", "BIGINT"), ("timeline", "JSON"))),
         "CREATE INDEX IF NOT EXISTS runs_status ON carbonrun.runs (status, id)",
     ],
 }
+_SET_SUMMARY = "UPDATE carbonrun.runs SET " + ", ".join(f"{c} = %s" for c in SUMMARY_COLUMNS) + " WHERE id = %s"
 
-_UPSERT = """
-INSERT INTO carbonrun.runs AS r (uuid, started_at, started_ts, saved_ts, status, command, tags, job_id, owner,
-    duration_s, total_kwh, kg, g_per_kwh, record, timeline)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s::json)
-ON CONFLICT (uuid) DO UPDATE SET saved_ts = EXCLUDED.saved_ts, status = EXCLUDED.status, tags = EXCLUDED.tags,
-    job_id = EXCLUDED.job_id, duration_s = EXCLUDED.duration_s, total_kwh = EXCLUDED.total_kwh, kg = EXCLUDED.kg,
-    g_per_kwh = EXCLUDED.g_per_kwh, record = EXCLUDED.record, timeline = EXCLUDED.timeline
-WHERE r.saved_ts <= EXCLUDED.saved_ts
-"""
+
+def _fill_summaries(conn: Any) -> None:
+    """After v2: each run's summary columns from its record, read without its timeline, in batches."""
+    with conn.cursor(name="carbonrun_summaries") as rows:
+        rows.itersize = 500
+        rows.execute("SELECT id, (record::jsonb - 'timeline')::text FROM carbonrun.runs")
+        batch = []
+        for run_id, text in rows:
+            record = json.loads(text)
+            if isinstance(record, dict):
+                batch.append((*summary_row(record).values(), run_id))
+            if len(batch) >= 500:
+                conn.cursor().executemany(_SET_SUMMARY, batch)
+                batch = []
+        if batch:
+            conn.cursor().executemany(_SET_SUMMARY, batch)
+
+
+_AFTER = {2: _fill_summaries}
+
+_UPSERT = (
+    f"INSERT INTO carbonrun.runs AS r (uuid, started_at, started_ts, saved_ts, status, command, tags, owner,"
+    f" {', '.join(SUMMARY_COLUMNS)}, record, timeline)"
+    f" VALUES ({', '.join(['%s'] * (8 + len(SUMMARY_COLUMNS)))}, %s::json, %s::json)"
+    " ON CONFLICT (uuid) DO UPDATE SET saved_ts = EXCLUDED.saved_ts, status = EXCLUDED.status,"
+    " tags = EXCLUDED.tags, "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in SUMMARY_COLUMNS)
+    + ", record = EXCLUDED.record, timeline = EXCLUDED.timeline WHERE r.saved_ts <= EXCLUDED.saved_ts")
 
 
 def spool_dir(env: Optional[Dict[str, str]] = None) -> Path:
@@ -138,9 +152,6 @@ class PgStore(SqlStore):
             return None
         return self._conn
 
-    def open_for_run(self) -> Optional[str]:
-        self.connect()  # an unreachable server is no warning: the run is spooled and says so
-        return None
 
     def _migrate(self, conn: Any) -> None:
         import psycopg
@@ -164,6 +175,8 @@ class PgStore(SqlStore):
             for v in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[v]:
                     conn.execute(statement)
+                if v in _AFTER:
+                    _AFTER[v](conn)
                 conn.execute("INSERT INTO carbonrun.schema_version (version) VALUES (%s)", (v,))
 
     def schema_version(self) -> int:
@@ -243,8 +256,7 @@ class PgStore(SqlStore):
         cols = summary_row(clean)
         conn.execute(_UPSERT, (
             record["uuid"], record["started_at"], started_ts, saved_ts, record["status"],
-            Jsonb(list(record["command"])), Jsonb(record.get("tags") or {}), cols["job_id"], owner,
-            cols["duration_s"], cols["total_kwh"], cols["kg"], cols["g_per_kwh"], body,
+            Jsonb(list(record["command"])), Jsonb(record.get("tags") or {}), owner, *cols.values(), body,
             None if timeline is None else json.dumps(timeline)))
         return int(conn.execute("SELECT id FROM carbonrun.runs WHERE uuid = %s", (record["uuid"],)).fetchone()[0])
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from carbonrun.files import RefusedPath, create_private, private_dirs, read_head
-from carbonrun.store.base import (NoStore, Record, Row, SqlStore, StoreError, check_prune,  # noqa: F401
-                                  storable, summary_row, writable)
+from carbonrun.store.base import (SUMMARY_COLUMNS, NoStore, Record, Row, SqlStore, StoreError,  # noqa: F401
+                                  check_prune, storable, summary_row, writable)
 from carbonrun.store.owner import owner_token
 
 if TYPE_CHECKING:
@@ -66,18 +66,20 @@ _MIGRATIONS = {
         owner TEXT,
         duration_s REAL,
         total_kwh REAL,
+        low_kwh REAL,
+        high_kwh REAL,
         kg REAL,
+        low_kg REAL,
+        high_kg REAL,
         g_per_kwh REAL,
+        measured TEXT,
+        exit_code INTEGER,
+        samples INTEGER,
         job_id TEXT
     );
     CREATE TABLE records (id INTEGER PRIMARY KEY, record TEXT NOT NULL, timeline TEXT);
-    INSERT INTO runs_v3 SELECT id, uuid, started_at, started_ts, status, command, tags, owner,
-        CASE WHEN json_valid(record) THEN json_extract(record, '$.duration_s') END,
-        CASE WHEN json_valid(record) THEN json_extract(record, '$.energy.total_kwh') END,
-        CASE WHEN json_valid(record) THEN json_extract(record, '$.emissions.kg') END,
-        CASE WHEN json_valid(record) THEN json_extract(record, '$.intensity.g_per_kwh') END,
-        CASE WHEN json_valid(record) THEN json_extract(record, '$.job.job_id') END
-        FROM runs;
+    INSERT INTO runs_v3 (id, uuid, started_at, started_ts, status, command, tags, owner)
+        SELECT id, uuid, started_at, started_ts, status, command, tags, owner FROM runs;
     INSERT INTO records SELECT id,
         CASE WHEN json_valid(record) AND json_type(record, '$.timeline') IS NOT NULL
              THEN json_set(record, '$.timeline', NULL) ELSE record END,
@@ -94,6 +96,23 @@ _MIGRATIONS = {
     CREATE INDEX runs_job ON runs(job_id) WHERE job_id IS NOT NULL;
     """,
 }
+_SET_SUMMARY = ("UPDATE runs SET " + ", ".join(f"{c} = ?" for c in SUMMARY_COLUMNS) + " WHERE id = ?")
+
+
+def _fill_summaries(db: sqlite3.Connection) -> None:
+    """After the v3 split: each run's summary columns from its record (read without its timeline)."""
+    updates = []
+    for run_id, text in db.execute("SELECT id, record FROM records"):
+        try:
+            record = json.loads(text)
+        except ValueError:
+            continue  # unreadable: listed with a warning, as before
+        if isinstance(record, dict):
+            updates.append((*summary_row(record).values(), run_id))
+    db.executemany(_SET_SUMMARY, updates)
+
+
+_AFTER = {3: _fill_summaries}
 
 
 def default_path(env: Optional[Dict[str, str]] = None) -> Path:
@@ -271,6 +290,8 @@ class SqliteStore(SqlStore):
             for v in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in filter(str.strip, _MIGRATIONS[v].split(";\n")):
                     db.execute(statement)
+                if v in _AFTER:
+                    _AFTER[v](db)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
@@ -378,10 +399,7 @@ class SqliteStore(SqlStore):
         if not outer:
             db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("UPDATE runs SET status = ?, tags = ?, duration_s = ?, total_kwh = ?, kg = ?, g_per_kwh = ?,"
-                       " job_id = ? WHERE id = ?",
-                       (record["status"], json.dumps(record["tags"]), cols["duration_s"], cols["total_kwh"],
-                        cols["kg"], cols["g_per_kwh"], cols["job_id"], record["id"]))
+            db.execute(_SAVE, (record["status"], json.dumps(record["tags"]), *cols.values(), record["id"]))
             db.execute("INSERT OR REPLACE INTO records (id, record, timeline) VALUES (?, ?, ?)",
                        (record["id"], body, timeline))
             if not outer:
@@ -409,6 +427,9 @@ class SqliteStore(SqlStore):
                 db.execute("ROLLBACK")
                 raise
         return removed
+
+
+_SAVE = "UPDATE runs SET status = ?, tags = ?, " + ", ".join(f"{c} = ?" for c in SUMMARY_COLUMNS) + " WHERE id = ?"
 
 
 def _dumps(record: Record) -> Tuple[str, Optional[str]]:

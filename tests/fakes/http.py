@@ -1,4 +1,4 @@
-"""A loopback HTTP server answering JSON, standing in for the live intensity APIs in tests."""
+"""Loopback HTTP servers: one answering JSON (the live intensity APIs), one recording pushes (a Pushgateway)."""
 from __future__ import annotations
 
 import json
@@ -53,6 +53,33 @@ class Server:
 
     def paths(self) -> List[str]:
         return [p for p, _ in self.requests]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Pushgateway:
+    """A Pushgateway stand-in: accepts each PUT and records (method, path, Content-Type, body)."""
+
+    def __init__(self) -> None:
+        seen: List[Tuple[str, str, str, str]] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                seen.append((self.command, self.path, self.headers["Content-Type"], body.decode()))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -46,6 +46,7 @@ class Zone:
     children: List["Zone"] = field(default_factory=list)
     socket: int = 0  # informational; the mmio mirror of a package zone is intel-rapl-mmio:<socket>
     readable: bool = True
+    max_power_factor: float = 1.5  # constraint_0_max_power_uw as a multiple of watts
 
 
 def range_for(watts: float, wrap_seconds: float) -> int:
@@ -100,6 +101,8 @@ class FakePowercap:
         zdir.mkdir()
         (zdir / "name").write_text(zone.name + "\n")
         (zdir / "max_energy_range_uj").write_text(f"{zone.max_range_uj}\n")
+        # what the zone could draw at most (the kernel's constraint_N_max_power_uw); bounds the wrap period
+        (zdir / "constraint_0_max_power_uw").write_text(f"{int(zone.watts * zone.max_power_factor * 1e6)}\n")
         (zdir / "enabled").write_text("1\n")
         energy = zdir / "energy_uj"
         if zone.readable:

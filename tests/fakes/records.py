@@ -28,7 +28,7 @@ def gpu_run() -> Dict[str, Any]:
         "command": ["python", "train.py", "--epochs", "3"], "cwd": "/home/ada/resnet", "tags": {"exp": "baseline"},
         "host": {"name": "gpu-node-3", "platform": "Linux-6.1-x86_64", "cpu_model": "AMD EPYC 7763 64-Core Processor",
                  "cpu_threads": 128, "memory_gb": 515.4, "virtualised": False,
-                 "gpus": [{"index": 0, "name": "NVIDIA A100-SXM4-80GB"}, {"index": 1, "name": "NVIDIA A100-SXM4-80GB"}]},
+                 "gpus": [{"index": i, "name": "NVIDIA A100-SXM4-80GB"} for i in (0, 1)]},
         "started_at": "2024-05-01T12:00:00.000+02:00", "ended_at": "2024-05-01T12:00:20.000+02:00",
         "duration_s": 20.0, "status": "completed", "exit_code": 0, "attribution": "process", "interval_s": 0.1,
         "samples": 200,

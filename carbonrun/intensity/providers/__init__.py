@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:
     from carbonrun.intensity.providers.base import Provider
@@ -27,11 +27,6 @@ CREDENTIAL_ENV: Dict[str, Dict[str, str]] = {
     "electricitymaps": {"token": "CARBONRUN_ELECTRICITYMAPS_TOKEN"},
     "watttime": {"user": "CARBONRUN_WATTTIME_USER", "password": "CARBONRUN_WATTTIME_PASSWORD"},
 }
-
-
-def provider_names() -> List[str]:
-    """The provider names (for --provider choices and help)."""
-    return list(NAMES)
 
 
 def names_help() -> str:
@@ -52,7 +47,7 @@ def credentials(name: str, env: Optional[Mapping[str, str]] = None) -> Dict[str,
 
 def get_provider(name: str, options: Optional[Mapping[str, Any]] = None) -> "Provider":
     """A configured provider; UnknownProvider (a ValueError) when no provider has that name."""
-    from carbonrun.intensity.providers.base import Provider, UnknownProvider
+    from carbonrun.intensity.providers.base import Provider, UnknownProvider  # urllib: only with a provider
 
     key = (name or "").strip().lower()
     if key not in _CLASSES:

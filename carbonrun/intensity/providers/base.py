@@ -14,10 +14,7 @@ import re
 import time
 from typing import Any, Callable, List, Mapping, Optional, Tuple, TypeVar, Union
 
-# the HTTP client (carbonrun/net.py, shared with the Pushgateway); its names stay importable from here
-from carbonrun.net import (  # noqa: F401
-    CREDENTIAL_HEADERS, MAX_BODY, TooLarge, _redirects, credential_problem, http_get, is_loopback,
-)
+from carbonrun.net import CREDENTIAL_HEADERS, MAX_BODY, TooLarge, credential_problem, http_get  # the HTTP client
 from carbonrun.validate import G_PER_KWH, STEP_S, TIMEOUT_S, UNIX_TIME, number
 
 T = TypeVar("T")

@@ -61,7 +61,10 @@ class UKCarbonIntensity(Provider):
         scope = self._scope(region)
         if scope is None:
             return self.fetch(path_national, _national, lambda segs: keep or segs[0][1])
-        return self.fetch(f"{path_regional}/{scope[0]}/{scope[1]}", _regional, lambda segs: keep or segs[0][1])
+        from urllib.parse import quote  # a region is one path segment, whatever a config file put in it
+
+        return self.fetch(f"{path_regional}/{scope[0]}/{quote(scope[1], safe='')}", _regional,
+                          lambda segs: keep or segs[0][1])
 
     def current(self, region: Optional[str] = None) -> Reading:
         segs = self._get("/intensity", "/regional", region, 0.0)
