@@ -202,6 +202,8 @@ def _parse(path: str, text: str) -> Dict[str, Any]:
     try:
         data: Dict[str, Any] = tomllib.loads(text)
         return data
+    except RecursionError:
+        raise CarbonrunError(f"{path}: invalid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as e:
         reason = str(e)
         m = re.search(r"\s*\(at (?:line (\d+), column \d+|end of document)\)$", reason)

@@ -17,10 +17,17 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def csv_cell(value: Any) -> Any:
-    """A CSV cell value that no spreadsheet evaluates; numbers (and non-strings) pass unchanged."""
-    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+    """A CSV cell value that no spreadsheet evaluates; numbers (and non-strings) pass unchanged.
+
+    A carriage return inside a cell becomes a newline: Python's csv writer (lineterminator "\n")
+    would leave a cell holding only CR unquoted, and readers that split rows on CR would then start a
+    new row, and a new first cell, with whatever follows it.
+    """
+    if not isinstance(value, str):
         return value
-    if _NUMBER.fullmatch(value):
+    if "\r" in value:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+    if not value.startswith(_FORMULA_START) or _NUMBER.fullmatch(value):
         return value  # "-1.5" is a number, not a formula
     return "'" + value
 
@@ -55,6 +62,20 @@ def terminal(text: Any) -> str:
     if not _UNSAFE.search(s):
         return s
     return s.translate(_table())
+
+
+_SGR = re.compile(r"(\x1b\[[0-9;]*m)")
+
+
+def terminal_output(text: str) -> str:
+    """A whole rendered output bound for a terminal: newlines, tabs and colour (SGR) sequences stay,
+    every other control character is shown escaped. The last line of defence for formats that are
+    files first (CSV, Markdown, HTML, LaTeX) when they are printed to a terminal instead."""
+    if not _UNSAFE.search(text):
+        return text
+    table = dict(_table())
+    del table[0x0A], table[0x09]
+    return "".join(part if i % 2 else part.translate(table) for i, part in enumerate(_SGR.split(text)))
 
 
 def terminal_lines(text: str) -> str:

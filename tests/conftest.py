@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import pytest
 
 from tests.fakes import postgres
+from tests.fakes.http import Server, isolate
 from tests.fakes.stubnvml import StubNvml, build, compiler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +63,12 @@ def stubnvml(tmp_path_factory: pytest.TempPathFactory) -> StubNvml:
 def pg_url() -> str:
     """A fresh, empty database on the session's PostgreSQL server (skipped, saying why, without one)."""
     return postgres.server().create_db()
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """A loopback JSON server standing in for a live intensity API (routes in tests/fakes/http.py)."""
+    isolate(monkeypatch)
+    s = Server()
+    yield s
+    s.close()

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from carbonrun.gate import paired as pg
 from carbonrun.gate import stats as g
 from carbonrun.gate.result import fmt
+from tests.fakes.spending import SpendingRapl
 
 N = 1_500_000  # about 0.15 s of CPU for CPython on a current core
 
@@ -256,44 +257,8 @@ def test_differences():
 
 # -- the CLI, end to end: a counter the command advances, so the energy is exact ---------------------
 
-SPEND = """
-import pathlib, sys
-counter, joules, spread = pathlib.Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3].split(",")
-seen = pathlib.Path("runs-so-far")
-k = int(seen.read_text()) if seen.exists() else 0
-seen.write_text(str(k + 1))
-with open(counter, "r+") as f:
-    uj = int(f.read().split()[0]) + round(joules * float(spread[k % len(spread)]) * 1e6)
-    f.seek(0)
-    f.write(f"{uj}\\n")
-    f.truncate()
-"""
-JITTER = "1.0,1.01,0.99,1.02,0.98"  # any 5 consecutive runs see each factor once
-
-
-class Rapl:
-    """A static powercap tree (package-0 holding dram) whose package counter only the command moves.
-
-    With `--attribution machine` a run's energy is then exactly what the command added: the gate's
-    verdicts can be asserted without the run-to-run noise of a shared machine.
-    """
-
-    def __init__(self, home: Path) -> None:
-        pkg = home / "rapl" / "intel-rapl:0"
-        for zone, name in ((pkg, "package-0"), (pkg / "intel-rapl:0:0", "dram")):
-            zone.mkdir(parents=True)
-            (zone / "name").write_text(name + "\n")
-            (zone / "energy_uj").write_text("0\n")
-            (zone / "max_energy_range_uj").write_text(f"{2 ** 40}\n")
-        self.counter = pkg / "energy_uj"
-        self.env = {"CARBONRUN_RAPL_ROOT": str(home / "rapl"), "CARBONRUN_ATTRIBUTION": "machine"}
-
-    def spend(self, joules: float, spread: str = JITTER) -> list:
-        return [sys.executable, "-c", SPEND, str(self.counter), str(joules), spread]
-
-
 def test_same_energy_passes_more_fails_less_improves(cli):
-    rapl = Rapl(cli.home)
+    rapl = SpendingRapl(cli.home)
     gate = ["gate", "--baseline", "b.json"]
     made = cli(*gate, "--update-baseline", "--", *rapl.spend(100), env=rapl.env)
     assert made.returncode == 0 and "baseline written to b.json" in err(made), err(made)
@@ -333,7 +298,7 @@ def test_same_energy_passes_more_fails_less_improves(cli):
 
 
 def test_noisy_command_whose_median_moves_less_than_its_noise_does_not_fail(cli):
-    rapl = Rapl(cli.home)
+    rapl = SpendingRapl(cli.home)
     noisy = "0.5,1.5,0.8,1.2,1.0"
     cli("gate", "--baseline", "b.json", "--update-baseline", "--", *rapl.spend(100, noisy), env=rapl.env)
     p = cli("gate", "--baseline", "b.json", "--json", "r.json", "--", *rapl.spend(108, noisy), env=rapl.env)
@@ -347,7 +312,7 @@ def test_noisy_command_whose_median_moves_less_than_its_noise_does_not_fail(cli)
 
 
 def test_against_tagged_store_runs(cli):
-    rapl = Rapl(cli.home)
+    rapl = SpendingRapl(cli.home)
     for _ in range(5):
         assert cli("run", "--quiet", "--tag", "branch=main", "--", *rapl.spend(100), env=rapl.env).returncode == 0
     assert cli("run", "--quiet", "--tag", "branch=dev", "--", *rapl.spend(500), env=rapl.env).returncode == 0
@@ -616,7 +581,7 @@ DISTINCT = "1.0,1.011,0.989,1.021,0.979,1.005,0.995,1.016,0.984,1.008,0.992,1.01
 
 
 def test_vs_pairs_the_commands_in_seeded_order_and_fails_more_work(cli):
-    rapl = Rapl(cli.home)
+    rapl = SpendingRapl(cli.home)
     p = cli("gate", "--vs", shlex.join(rapl.spend(100, "1.0")), "--runs", "6", "--warmup", "0", "--seed", "7",
             "--metric", "energy", "--tag", "branch=dev", "--json", "r.json", "--summary", "s.md", "--",
             *rapl.spend(130, DISTINCT), env=rapl.env)
@@ -641,7 +606,7 @@ def test_vs_pairs_the_commands_in_seeded_order_and_fails_more_work(cli):
 
 
 def test_sequential_gate_stops_as_soon_as_decided(cli):
-    rapl = Rapl(cli.home)
+    rapl = SpendingRapl(cli.home)
     heavy = cli("gate", "--vs", shlex.join(rapl.spend(100, "1.0")), "--max-runs", "12", "--warmup", "0",
                 "--metric", "energy", "--json", "r.json", "--", *rapl.spend(130, DISTINCT), env=rapl.env)
     assert heavy.returncode == 1, err(heavy)
@@ -694,7 +659,7 @@ def repo(cli) -> Path:
 
 
 def test_vs_ref_measures_the_committed_version_in_a_worktree_and_removes_it(cli, repo):
-    rapl = Rapl(cli.home)
+    rapl = SpendingRapl(cli.home)
     env = {**rapl.env, "COUNTER": str(rapl.counter), "TMPDIR": str(cli.home / "tmp")}
     p = cli("gate", "--vs-ref", "HEAD", "--setup", "touch built", "--runs", "5", "--metric", "energy",
             "--json", str(cli.home / "r.json"), "--", sys.executable, "bench.py", env=env, cwd=repo / "sub")

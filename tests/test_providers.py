@@ -22,18 +22,6 @@ TOKEN = "em-secret-token-123"
 WT_USER, WT_PASS, WT_TOKEN = "wt-user-x", "wt-pass-secret", "wt-bearer-456"
 
 
-@pytest.fixture
-def server(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    for var in ("CARBONRUN_ELECTRICITYMAPS_TOKEN", "CARBONRUN_WATTTIME_USER", "CARBONRUN_WATTTIME_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
-    s = Server()
-    yield s
-    s.close()
-
-
 def opts(server: Server, **extra: Any) -> Dict[str, Any]:
     return {"base_url": server.url, "clock": lambda: NOW, "timeout": 2.0, **extra}
 

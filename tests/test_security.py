@@ -35,18 +35,6 @@ WT_USER, WT_PASS = "wt-user-x", "wt-pass-secret"
 NET_ENV = {"http_proxy": "", "https_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY": "", "no_proxy": "127.0.0.1"}
 
 
-@pytest.fixture
-def server(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    for var in ("CARBONRUN_ELECTRICITYMAPS_TOKEN", "CARBONRUN_WATTTIME_USER", "CARBONRUN_WATTTIME_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
-    s = Server()
-    yield s
-    s.close()
-
-
 def em_latest(g: Any) -> Dict[str, Any]:
     return {"zone": "FR", "carbonIntensity": g, "datetime": iso(HALF)[:-1] + ":00.000Z",
             "temporalGranularity": "hourly"}
@@ -216,6 +204,22 @@ def test_a_cloned_config_link_to_a_device_or_fifo_is_not_read(cli):
     os.mkfifo(cli.home / "pyproject.toml")
     p = cli("config", timeout=20)
     assert p.returncode == 0 and "(none found from here upwards)" in p.stdout.decode(), err(p)
+
+
+def test_deeply_nested_files_are_refused_not_a_crash(tmp_path):
+    from carbonrun import settings
+    from carbonrun.gate.stats import GateError, read_baseline
+
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "s.json").write_text(deep)
+    with pytest.raises(IntensityFileError, match="nested too deeply"):
+        load_intensity_file(str(tmp_path / "s.json"))
+    (tmp_path / "b.json").write_text(deep)
+    with pytest.raises(GateError, match="not readable"):
+        read_baseline(str(tmp_path / "b.json"))
+    (tmp_path / "carbonrun.toml").write_text(f"a = {deep}\n")
+    with pytest.raises(CarbonrunError, match="invalid TOML: nested too deeply"):
+        settings.resolve({}, {"HOME": str(tmp_path)}, str(tmp_path))
 
 
 def test_gate_baseline_with_huge_or_negative_samples_is_refused(tmp_path):
@@ -530,6 +534,16 @@ def test_terminal_tables_escape_control_sequences_from_stored_runs(cli):
     assert "\\x1b]0;pwned\\x07" in outputs["history"].stdout.decode() + outputs["report"].stdout.decode()
 
 
+@pytest.mark.parametrize("fmt", ["markdown", "csv", "latex", "html", "statement"])
+def test_file_formats_printed_to_a_terminal_are_escaped_too(cli, fmt):
+    p = cli("--quiet", "--", "python3", "-c", f"#{EVIL_TERM}")
+    assert p.returncode == 0, err(p)
+    from tests.test_cli_manners import in_terminal
+
+    out = in_terminal(cli, "report", "last", "--format", fmt, no_color=True).decode()
+    assert out and not any(ch in out for ch in ("\x1b", "\x07", "\x9b", "\u202e")), repr(out)
+
+
 def test_a_project_files_strings_cannot_drive_the_terminal(cli):
     (cli.home / "carbonrun.toml").write_text('region = "\\u001b]0;pwned\\u0007FR"\ntags = {a = "\\u001b[2J"}\n')
     shown = cli("config")
@@ -551,7 +565,10 @@ def test_a_committed_baselines_command_cannot_drive_the_terminal(cli):
 
 def test_sanitize_helpers():
     assert [csv_cell(v) for v in ("=1+1", "-1.5", "-x", "+3", "@a", "\tb", "\rc", "plain", 3, None, "＝1")] == [
-        "'=1+1", "-1.5", "'-x", "+3", "'@a", "'\tb", "'\rc", "plain", 3, None, "'＝1"]
+        "'=1+1", "-1.5", "'-x", "+3", "'@a", "'\tb", "\nc", "plain", 3, None, "'＝1"]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([csv_cell("x\r=HYPERLINK(1)"), "y"])
+    assert list(csv.reader(io.StringIO(buf.getvalue()))) == [["x\n=HYPERLINK(1)", "y"]]  # one row, two cells
     assert terminal("a\x1b[2Jb\nc\u202ed\x7f") == "a\\x1b[2Jb\\nc\\u202ed\\x7f"
     assert terminal("grüße ✓ 中文") == "grüße ✓ 中文"
 

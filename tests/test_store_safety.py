@@ -203,3 +203,17 @@ def test_nan_is_never_stored(tmp_path):
     rec2["emissions"]["kg"] = float("nan")  # a key figure: the run is kept, but lists with a warning
     st.begin(rec2, 2.0)
     assert [r["id"] for r in st.query()] == [1] and "run #2" in st.warnings[0]
+
+
+def test_a_prometheus_textfile_that_is_a_fifo_is_refused_without_blocking(cli, tmp_path):
+    from carbonrun.metrics import TEXTFILE
+
+    d = tmp_path / "textfiles"
+    d.mkdir()
+    os.mkfifo(d / TEXTFILE, 0o644)
+    before = snapshot(d / TEXTFILE)
+    out = tmp_path / "run.json"
+    p = cli("--quiet", "--prometheus-textfile", str(d), "--json", str(out), "true", timeout=20)
+    assert p.returncode == 0, p.stderr.decode()
+    assert snapshot(d / TEXTFILE) == before and os.listdir(d) == [TEXTFILE]
+    assert any("FIFO" in n for n in json.loads(out.read_text())["notes"])

@@ -15,7 +15,7 @@ from carbonrun.errors import CarbonrunError
 
 
 def _figures(cpu_model: str, threads: int, chips: int, memory_gb: float, tdp: Optional[float],
-             vendor: Optional[str], virtual: bool, load: float) -> Dict[str, Any]:
+             vendor: Optional[str], virtual: bool, load: float, tdp_source: Optional[str]) -> Dict[str, Any]:
     from carbonrun.collectors.estimate import model_for
     from carbonrun.collectors.power_model import Machine, figures
 
@@ -25,7 +25,7 @@ def _figures(cpu_model: str, threads: int, chips: int, memory_gb: float, tdp: Op
     cv = figures()
     return {
         "cpu_model": cpu_model, "architecture": power.arch, "threads": threads, "chips": chips,
-        "memory_gb": round(memory_gb, 1), "tdp_w": round(power.tdp_w, 1), "tdp_source": power.tdp_source,
+        "memory_gb": round(memory_gb, 1), "tdp_w": round(power.tdp_w, 1), "tdp_source": tdp_source or power.tdp_source,
         "virtual": virtual, "load_pct": load,
         "watts": round(watts, 2), "low_w": round(watts * low, 2), "high_w": round(watts * high, 2),
         "memory_w": round(power.memory_w, 2), "idle_w": round(power.watts[0], 2), "full_w": round(power.watts[-1], 2),
@@ -82,12 +82,15 @@ def estimate(cpu_model: Optional[str], threads: Optional[int], chips: Optional[i
     model = cpu_model if cpu_model is not None else here.cpu_model
     if given and not model.strip():
         raise CarbonrunError("--cpu-model is empty", 2)
+    tdp_source = "--tdp" if tdp is not None else None
     if tdp is None:
         found = lookup_tdp(model) if given else None
         tdp = found[1] if found else (None if given else here.tdp_w)
+        if found or (not given and here.tdp_w):
+            tdp_source = "CodeCarbon's CPU table"
     f = _figures(model, threads or here.threads, chips or (1 if given else here.chips),
                  memory_gb if memory_gb is not None else here.memory_gb, tdp,
                  vendor if vendor is not None else (None if given else here.vendor),
-                 vm if vm is not None else (False if given else virtual), load)
+                 vm if vm is not None else (False if given else virtual), load, tdp_source)
     sys.stdout.write(json.dumps(f, indent=2) + "\n" if as_json else _text(f))
     return 0

@@ -19,6 +19,7 @@ from carbonrun.cli.numbers import FiniteRange
 from carbonrun import files, timefmt
 from carbonrun.errors import CarbonrunError
 from carbonrun.record import STATUSES
+from carbonrun.report import units
 
 if TYPE_CHECKING:
     from carbonrun.store.base import Store
@@ -141,6 +142,10 @@ def emit(text: str, output: Optional[str]) -> None:
         except OSError as e:
             raise CarbonrunError(f"cannot write {output}: {e.strerror}", 2) from None
     else:
+        if sys.stdout.isatty():  # stored text must not drive the terminal, whatever the format
+            from carbonrun.sanitize import terminal_output
+
+            text = terminal_output(text)
         sys.stdout.write(text)
 
 
@@ -221,14 +226,15 @@ def parse_tags(items: Sequence[str]) -> Dict[str, str]:
 
 def _history_cells(r: dict) -> Dict[str, str]:
     """A run's figures at the precision its range allows, estimates marked `~` (report/units.py)."""
-    from carbonrun.report import units
-
     never = units.never_started(r)
     if never:
         energy = co2 = "-"
     else:  # figures() without its ranges, which a listing does not show (100,000 rows must be quick)
-        d, mark = units.record_digits(r), units.ESTIMATE if units.is_estimated(r) else ""
-        energy, co2 = mark + units.energy(units.energy_bounds(r)[0], d), mark + units.mass(units.mass_bounds(r)[0], d)
+        kwh, low, high = units.energy_bounds(r)
+        d = units.digits_for(kwh, low, high)
+        mark = units.ESTIMATE if units.is_estimated(r) else ""
+        energy = mark + units.energy(kwh, d)
+        co2 = mark + units.mass(float((r.get("emissions") or {}).get("kg") or 0.0), d)
     g = (r.get("intensity") or {}).get("g_per_kwh")
     return {"id": str(r.get("id")), "started": (r.get("started_at") or "")[:16].replace("T", " "),
             "status": r.get("status", "") if not never else "not started",

@@ -46,8 +46,8 @@ def _list_text(rows: List[Any]) -> str:
         return "no region matches\n"
     w = max(len(r.key) for r in rows)
     n = min(40, max(len(r.name) for r in rows))
-    out = [f"{'key':<{w}}  {'name':<{n}}  {'g/kWh':>7}  year  source"]
-    out += [f"{r.key:<{w}}  {r.name[:n]:<{n}}  {r.g_per_kwh:>7.1f}  {r.year}  {r.source}" for r in rows]
+    out = [f"{'key':<{w}}  {'name':<{n}}  {'g/kWh':>7}  year  basis        source"]
+    out += [f"{r.key:<{w}}  {r.name[:n]:<{n}}  {r.g_per_kwh:>7.1f}  {r.year}  {r.basis:<11}  {r.source}" for r in rows]
     return "\n".join(out) + "\n"
 
 

@@ -10,7 +10,8 @@ from carbonrun import settings as settings_mod
 from carbonrun.cli.options import given
 from carbonrun.errors import CarbonrunError
 from carbonrun.measure.engine import STORE_FAILED, execute, prepare
-from carbonrun.measure.session import LaunchError, block_signals
+from carbonrun.cli.exits import debugging
+from carbonrun.measure.session import LaunchError, block_signals, run_unmeasured, wait_for
 from carbonrun.record import public
 from carbonrun.settings import Settings
 
@@ -38,7 +39,12 @@ def measure(argv: List[str], st: Settings, verbose: bool = False) -> int:
         from carbonrun.cli.plan import plan_and_wait  # planner and forecasts: only with --start-within
 
         plan = plan_and_wait(argv, st)
-    p = prepare(argv, st)
+    try:
+        p = prepare(argv, st)
+    except CarbonrunError:
+        raise  # bad input: exit 2 before anything starts
+    except Exception as e:  # carbonrun's own trouble: it does not decide whether the command runs
+        return _unmeasured(argv, e, "cannot set up the measurement")
     if p.store.refused:  # the run goes on; its record is kept in a file of its own (the summary says where)
         say(f"carbonrun: warning: {p.store.refused}")
     if plan is not None:
@@ -53,17 +59,23 @@ def measure(argv: List[str], st: Settings, verbose: bool = False) -> int:
     def on_start(loop: Any) -> None:
         started.append(loop)
         if live:
-            live.start(loop)
+            try:
+                live.start(loop)
+            except Exception:  # a terminal that cannot take the table: the summary at the end will do
+                loop.on_draw = None
 
     try:
         record, outcome = execute(p, argv, on_draw=live.draw if live else None, on_start=on_start)
     except LaunchError as e:
         raise CarbonrunError(str(e), e.exit_code) from None
     except Exception as e:  # once the command has run, its exit code is carbonrun's whatever failed here
-        code = started[0].outcome.exit_code if started else None
-        if code is None:
-            raise
-        say(f"carbonrun: error: {_what(e)} after the command ended; the exit code is the command's")
+        pid = getattr(started[0], "pid", 0) if started else 0
+        if not pid:
+            return _unmeasured(argv, e, "cannot start the measurement")
+        code = started[0].outcome.exit_code
+        if code is None:  # still running: wait for it as if nothing had happened
+            code = wait_for(pid)
+        say(f"carbonrun: error: {_what(e)}; the run's record may be incomplete, the exit code is the command's")
         return int(code)
     finally:
         if live:
@@ -80,8 +92,19 @@ def measure(argv: List[str], st: Settings, verbose: bool = False) -> int:
             if note.startswith(STORE_FAILED):
                 say(f"carbonrun: warning: {note}")
     except Exception as e:  # a closed, full or broken stderr: the command's exit code still tells
-        say(f"carbonrun: warning: the summary could not be shown ({_what(e)}); the run is stored")
+        say(f"carbonrun: warning: the summary could not be shown ({_what(e)})")
     return code
+
+
+def _unmeasured(argv: List[str], error: Exception, what: str) -> int:
+    """Run the command with no measuring, after one line that says why (a bug: --debug shows it)."""
+    if debugging(sys.argv[1:]):
+        raise error
+    say(f"carbonrun: error: {what} ({_what(error)}); running the command unmeasured")
+    try:
+        return run_unmeasured(argv)
+    except LaunchError as e:
+        raise CarbonrunError(str(e), e.exit_code) from None
 
 
 def say(line: str) -> None:

@@ -329,32 +329,29 @@ def _inside(path: Optional[str]) -> Iterator[None]:
         os.chdir(here)
 
 
-def _run_setup(argv: List[str], cwd: str) -> int:
+def _spawn_and_wait(argv: List[str], cwd: Optional[str], what: str) -> int:
+    """Run an unmeasured command (a warm-up, --setup) the way measured ones are spawned; its exit code."""
     from carbonrun.measure.session import LaunchError, spawn
 
     try:
         with _inside(cwd):
             pid = spawn(argv)
     except LaunchError as e:
-        raise CommandFailed(f"--setup cannot start: {e}") from None
+        raise CommandFailed(f"{e}: {what}") from None
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 
 
-def _warm_up(commands: Sequence[Tuple[List[str], Optional[str], str]], count: int, progress: Progress) -> None:
-    """Unmeasured runs (argv, working directory, name in messages), spawned like measured ones, not stored."""
-    from carbonrun.measure.session import LaunchError, spawn
+def _run_setup(argv: List[str], cwd: str) -> int:
+    return _spawn_and_wait(argv, cwd, "--setup cannot start")
 
+
+def _warm_up(commands: Sequence[Tuple[List[str], Optional[str], str]], count: int, progress: Progress) -> None:
+    """Unmeasured runs (argv, working directory, name in messages), not stored."""
     for i in range(count):
         progress(f"warm-up {i + 1}/{count}")
         for argv, cwd, name in commands:
-            try:
-                with _inside(cwd):
-                    pid = spawn(argv)
-            except LaunchError as e:
-                raise CommandFailed(f"{e}: the gate cannot run it") from None
-            _, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
+            code = _spawn_and_wait(argv, cwd, "the gate cannot run it")
             if code != 0:
                 raise CommandFailed(f"warm-up run {i + 1}{name} failed ({exit_text(code)}): fix the command first")
 

@@ -422,7 +422,7 @@ def read_baseline(path: str) -> Baseline:
     except FileNotFoundError:
         raise GateError(f"baseline {path} not found: create it with `carbonrun gate --baseline {path} "
                         "--update-baseline -- COMMAND` and commit it") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise GateError(f"baseline {path} is not readable JSON ({e}); regenerate it with --update-baseline") from None
     problem = _baseline_problem(data)
     if problem:

@@ -335,6 +335,8 @@ def _json_points(text: str, fail: Any, fail_entry: Any) -> List[Tuple[float, flo
         body = json.loads(text)
     except json.JSONDecodeError as exc:
         raise fail(exc.lineno, f"malformed JSON ({exc.msg})") from None
+    except RecursionError:
+        raise fail(1, "JSON nested too deeply") from None
     items = body.get("data") if isinstance(body, dict) else body
     if not isinstance(items, list):
         raise fail(1, 'expected a list of {"timestamp", "g_per_kwh"} or {"data": [...]}')

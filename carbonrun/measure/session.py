@@ -20,7 +20,8 @@ from carbonrun.collectors.process import ProcessTree, spawn_in_cgroup
 from carbonrun.measure.loop import Hook, Loop, Outcome
 from carbonrun.measure.spawn import SI_KERNEL, SI_USER, TERMINATING, LaunchError, Waiter, block_signals, caller, spawn
 
-__all__ = ["Session", "Outcome", "LaunchError", "block_signals", "spawn", "become_subreaper"]
+__all__ = ["Session", "Outcome", "LaunchError", "block_signals", "spawn", "become_subreaper", "run_unmeasured",
+           "wait_for", "forward"]
 FORWARDED = tuple(sorted(TERMINATING))  # every signal that would end carbonrun reaches the command instead
 INTERRUPTING = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
 WAITED = frozenset(TERMINATING | {signal.SIGCHLD})  # before the caller's ignored ones are left out
@@ -34,6 +35,50 @@ def become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     except (OSError, AttributeError):
         pass
+
+
+def forward(pid: int, signo: int, code: int, sender: int) -> bool:
+    """Pass a signal carbonrun received on to the command; False for one carbonrun caused itself (its
+    own write to a closed pipe), which is not the command's business. A signal the kernel sent to the
+    whole foreground group (a terminal's Ctrl-C or hangup) has reached the command already."""
+    if sender == os.getpid() and code <= SI_USER:
+        return False
+    if code != SI_KERNEL:
+        try:
+            os.kill(pid, signo)
+        except ProcessLookupError:
+            pass
+    return True
+
+
+def wait_for(pid: int) -> int:
+    """Pass signals on to `pid` until it exits; its exit code (128+N when signal N ended it). Orphans that
+    came back to carbonrun meanwhile are reaped too."""
+    waiter = Waiter(caller().waited)
+    while True:
+        got = waiter.wait(IDLE_WAIT_S)
+        if got is None:
+            continue
+        signo, code, sender = got
+        if signo != signal.SIGCHLD:
+            forward(pid, signo, code, sender)
+            continue
+        while True:
+            try:
+                done, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return 1  # someone else reaped it: its code is lost
+            if done == 0:
+                break
+            if done == pid:
+                exit_code = os.waitstatus_to_exitcode(status)
+                return 128 - exit_code if exit_code < 0 else exit_code
+
+
+def run_unmeasured(argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> int:
+    """The command with no measuring at all, when carbonrun could not set one up: the same start, the
+    same signals, its exit code. carbonrun's trouble never decides whether the command runs."""
+    return wait_for(spawn(argv, env))
 
 
 class Session(Loop):
@@ -102,21 +147,11 @@ class Session(Loop):
                     self._stop_measuring("a tick", e)
 
     def _on_signal(self, signo: int, code: int = SI_USER, sender: int = 0) -> bool:
-        """Handle one signal; True when the command has exited.
-
-        Passed on to the command unless the kernel sent it to the whole foreground group already (a
-        terminal's Ctrl-C or hangup) or carbonrun caused it itself (its own write to a closed pipe)."""
+        """Handle one signal; True when the command has exited."""
         if signo == signal.SIGCHLD:
             return self._reap()
-        if sender == os.getpid() and code <= SI_USER:
-            return False
-        if signo in INTERRUPTING:
+        if forward(self.pid, signo, code, sender) and signo in INTERRUPTING:
             self.outcome.interrupted = True
-        if code != SI_KERNEL:
-            try:
-                os.kill(self.pid, signo)
-            except ProcessLookupError:
-                pass
         return False
 
     def _reap(self) -> bool:

@@ -204,8 +204,10 @@ def method(f: Dict[str, Any]) -> str:
 
 
 def render(record: Dict[str, Any], *, color: bool = False, width: int = 100) -> str:
+    from carbonrun.report.text import printable
+
     f = facts(record)
-    text, note = sentence(f), method(f)
+    text, note = printable(sentence(f)), printable(method(f))  # host and region names are the record's
     if width > 0:
         text, note = textwrap.fill(text, width=max(width, 20)), textwrap.fill(note, width=max(width, 20))
     if color:

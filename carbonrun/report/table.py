@@ -38,7 +38,8 @@ def component_rows(record: dict) -> Tuple[List[str], List[List[str]]]:
         d = (units.digits_for(value, c.get("low_j"), c.get("high_j")) if value > 0 else 2) if est else 4
         src = str(c.get("source", "")) + ("" if c.get("counted", True) else " (not added)")
         other_j = float(c.get(other) or 0.0)
-        rows.append([component_name(c), _joules(value, d, est, unit), _joules(other_j, d, est, unit), src])
+        rows.append([tx.printable(component_name(c)), _joules(value, d, est, unit), _joules(other_j, d, est, unit),
+                     tx.printable(src)])
     return heads, rows
 
 
@@ -140,13 +141,13 @@ def summary_lines(record: dict, *, width: int = 0, color: bool = False, verbose:
         ci, sc = record.get("intensity") or {}, record.get("social_cost_usd") or {}
         rows += [(k, v) for k, v in (("intensity", ci.get("how")), ("SCC basis", sc.get("basis"))) if v]
     out: List[str] = []
-    for label, text in rows:
-        out += tx.labelled(label, text, width, color)
+    for label, text in rows:  # record text (regions, sources, notes) shown, never sent to the terminal
+        out += tx.labelled(label, tx.printable(text), width, color)
     return out
 
 
 def header(record: dict, width: int, color: bool) -> List[str]:
-    status = str(record.get("status", ""))
+    status = tx.printable(str(record.get("status", "")))
     rid = f"run #{record['id']}" if record.get("id") is not None else "run (not stored)"
     cmd = tx.printable(" ".join(" ".join(record.get("command", [])).split()))
     exit_code = record.get("exit_code")

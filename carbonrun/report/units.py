@@ -29,13 +29,16 @@ def sig(x: float, digits: int = 4) -> str:
     """x to `digits` significant figures, thousands separated, never in exponent notation.
 
     Integer parts are rounded too (12,345 at two digits is 12,000), so no figure claims more
-    precision than it has."""
+    precision than it has. One log10 and one format per call: a listing formats 100,000 of them."""
     if x == 0:
         return "0"
     if not math.isfinite(x):
         return str(x)
-    x = round_sig(x, digits)
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    decimals = digits - 1 - math.floor(math.log10(abs(x)))
+    if round(abs(x), decimals) >= 10 ** (digits - decimals):  # rounding carried into the next power of ten
+        decimals -= 1
+    if decimals <= 0:
+        return f"{round(x, decimals):,.0f}"
     return f"{x:,.{decimals}f}"
 
 
@@ -48,10 +51,10 @@ def digits_for(mid: float, low: Optional[float] = None, high: Optional[float] = 
 
 
 def _unit(value: float, table: Sequence[Tuple[str, float]], digits: int) -> Tuple[str, float]:
-    """The largest unit in which the rounded value is at least 1 (the smallest for tiny values)."""
-    v = abs(round_sig(value, digits))
+    """The largest unit in which the value, rounded to `digits`, is at least 1 (the smallest for tiny values)."""
+    v = abs(value) / (1 - 0.5 * 10.0 ** (1 - digits))  # 999.96 Wh at four digits is 1.000 kWh
     for name, size in table:
-        if v >= size * (1 - 1e-12):
+        if v >= size:
             return name, size
     return table[-1]
 

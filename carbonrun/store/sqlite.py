@@ -35,48 +35,24 @@ APPLICATION_ID = 0x43524E31  # "CRN1" in the SQLite header: marks the file as ou
 SCHEMA_VERSION = 3
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
+# A run's identity columns, the same since schema 1.
+_RUN = """id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT UNIQUE NOT NULL, started_at TEXT NOT NULL,
+        started_ts REAL NOT NULL, status TEXT NOT NULL, command TEXT NOT NULL, tags TEXT NOT NULL, owner TEXT"""
+# What a listing shows, written beside the run when it is saved (store/base.py SUMMARY_COLUMNS).
+_SUMMARY = """duration_s REAL, total_kwh REAL, low_kwh REAL, high_kwh REAL, kg REAL, low_kg REAL, high_kg REAL,
+        g_per_kwh REAL, measured TEXT, exit_code INTEGER, samples INTEGER, job_id TEXT"""
+
 _MIGRATIONS = {
-    1: """
-    CREATE TABLE IF NOT EXISTS runs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        uuid TEXT UNIQUE NOT NULL,
-        started_at TEXT NOT NULL,
-        started_ts REAL NOT NULL,
-        status TEXT NOT NULL,
-        command TEXT NOT NULL,
-        tags TEXT NOT NULL,
-        owner TEXT,
-        record TEXT NOT NULL
-    );
+    1: f"""
+    CREATE TABLE IF NOT EXISTS runs ({_RUN}, record TEXT NOT NULL);
     CREATE INDEX IF NOT EXISTS runs_started ON runs(started_ts);
     """,
     2: """
     CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
     """,
     # The summary beside the run, the record and its timeline apart: a listing reads small rows only.
-    3: """
-    CREATE TABLE runs_v3 (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        uuid TEXT UNIQUE NOT NULL,
-        started_at TEXT NOT NULL,
-        started_ts REAL NOT NULL,
-        status TEXT NOT NULL,
-        command TEXT NOT NULL,
-        tags TEXT NOT NULL,
-        owner TEXT,
-        duration_s REAL,
-        total_kwh REAL,
-        low_kwh REAL,
-        high_kwh REAL,
-        kg REAL,
-        low_kg REAL,
-        high_kg REAL,
-        g_per_kwh REAL,
-        measured TEXT,
-        exit_code INTEGER,
-        samples INTEGER,
-        job_id TEXT
-    );
+    3: f"""
+    CREATE TABLE runs_v3 ({_RUN}, {_SUMMARY});
     CREATE TABLE records (id INTEGER PRIMARY KEY, record TEXT NOT NULL, timeline TEXT);
     INSERT INTO runs_v3 (id, uuid, started_at, started_ts, status, command, tags, owner)
         SELECT id, uuid, started_at, started_ts, status, command, tags, owner FROM runs;

@@ -106,7 +106,7 @@ class DiskCache:
                 entry = json.load(f)
             if entry.get("url") == url and float(entry["expires_at"]) > now:
                 return entry["body"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             pass
         return None
 
