@@ -76,10 +76,11 @@ def record(i: int, started: float, rng: random.Random) -> dict:
     }
 
 
-def build(path: Path, n: int) -> None:
+def build(path: Path, n: int, keep_timeline: bool = False) -> None:
     """Insert n runs through the store's own begin (its schema, its summary columns), in batches."""
     rng = random.Random(5)
     store = SqliteStore(path)
+    store.keep_timeline = keep_timeline
     start = time.time() - n * 600
     for first in range(0, n, 5000):
         with store.bulk():
@@ -105,6 +106,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--keep", metavar="DIR", help="build the store in DIR and keep it")
+    ap.add_argument("--keep-timeline", action="store_true", help="store full timelines (as --keep-timeline)")
     a = ap.parse_args()
     d = Path(a.keep or tempfile.mkdtemp(prefix="carbonrun-bench-"))
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -113,11 +115,11 @@ def main() -> None:
     if not (a.keep and path.exists() and SqliteStore(path).count() == a.runs):  # --keep: build once
         for f in d.glob("runs.sqlite*"):
             f.unlink()
-        build(path, a.runs)
+        build(path, a.runs, a.keep_timeline)
     st = SqliteStore(path)
     summary_b = st.execute("SELECT sum(length(uuid) + length(started_at) + length(command) + length(tags)"
                            " + length(owner) + 48) FROM runs")[0][0] / a.runs
-    record_b = st.execute("SELECT avg(length(record)), avg(length(timeline)) FROM records")[0]
+    record_b = st.execute("SELECT avg(length(record)), avg(coalesce(length(timeline), 0)) FROM records")[0]
     st.close()
     print(f"store: {a.runs:,} runs, {path.stat().st_size / 2**20:.0f} MiB, ready in {time.perf_counter() - t0:.1f} s;"
           f" per run: summary row ~{summary_b:.0f} B (what history reads), record {record_b[0]:.0f} B,"

@@ -20,11 +20,6 @@ def _number(kind: str, bounds: Range) -> Callable[[Any], float]:
     return convert
 
 
-def _positive(kind: str, minimum: float) -> Callable[[Any], float]:
-    """Kept for callers of the old name: at least `minimum`, finite."""
-    return _number(kind, Range(minimum, None))
-
-
 def _choice(*names: str) -> Callable[[Any], str]:
     def convert(v: Any) -> str:
         if str(v) not in names:
@@ -91,6 +86,7 @@ SPECS: Dict[str, Spec] = {
     "live": Spec(_bool, True, "draw the live table when stderr is a terminal"),
     "json": Spec(str, None, "also write the run record to this file"),
     "store": Spec(str, None, "the run store: an SQLite file, a postgresql:// URL, or none to keep nothing"),
+    "keep_timeline": Spec(_bool, False, "store the full power timeline (default: at most 120 points)"),
     "gpus": Spec(str, "all", "GPUs to meter: all, none, or indices like 0,2"),
     "scc": Spec(_scc, None, "social cost of carbon LOW,CENTRAL,HIGH in USD per tonne"),
     "rapl_root": Spec(str, "/sys/class/powercap", "powercap root (for containers and tests)"),

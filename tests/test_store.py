@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from carbonrun.store import sqlite as store_mod
 from carbonrun.store.sqlite import SCHEMA_VERSION, Store, StoreError
@@ -350,3 +352,73 @@ def test_v2_store_moves_timelines_out_and_lists_from_summary_columns(cli, tmp_pa
     assert st.execute("SELECT seq FROM sqlite_sequence WHERE name = 'runs'")[0][0] == 2
     p = cli("history", "--store", str(path))
     assert p.returncode == 0 and "~" in p.stdout.decode().splitlines()[1] and b"run #2" in p.stderr
+
+
+def test_a_locked_store_never_delays_the_start_and_the_final_save_inserts_the_run(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    Store(path).connect()
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # another writer holds the store
+    st, rec = Store(path), minimal_record(1, status="running")
+    t0 = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError):
+        st.begin(rec, 5.0)
+    with pytest.raises(sqlite3.OperationalError):
+        st.save(rec)  # a checkpoint retries the insert, briefly
+    assert time.monotonic() - t0 < 2.0 and rec["id"] is None
+    lock.execute("ROLLBACK")
+    lock.close()
+    rec["status"] = "completed"
+    st.save(rec)  # the final save inserts the run the start could not
+    assert rec["id"] == 1 and st.get("1")["status"] == "completed"
+    assert st.prune_ids(older_than_days=0, now=6.0) == [1]  # started when the run started, not now
+
+
+# -- what a run's timeline costs the store ------------------------------------------------------------------
+def _energy(tl: dict) -> float:
+    widths = [b - a for a, b in zip([0.0, *tl["t"][:-1]], tl["t"])]
+    return sum(w * d for series in tl["watts"].values() for w, d in zip(series, widths))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.001, 1e4), st.floats(0, 2e3), st.floats(0, 500)), min_size=1, max_size=900))
+def test_a_coarse_timeline_keeps_the_energy_in_at_most_120_steps(steps):
+    from carbonrun.store.base import coarse
+
+    t, now = [], 0.0
+    for width, _cpu, _gpu in steps:
+        now += width
+        t.append(now)
+    tl = {"t": t, "watts": {"cpu": [s[1] for s in steps], "gpu": [s[2] for s in steps]}}
+    c = coarse(tl)
+    assert len(c["t"]) <= 120 and c["t"][-1] == t[-1] and c["t"] == sorted(c["t"])
+    assert set(c["watts"]) == {"cpu", "gpu"} and all(len(v) == len(c["t"]) for v in c["watts"].values())
+    assert _energy(c) == pytest.approx(_energy(tl), rel=1e-3, abs=1e-2)  # watts are rounded to 1 mW
+    if len(t) <= 120:
+        assert c == tl
+
+
+def test_the_store_keeps_a_coarse_timeline_unless_asked(tmp_path):
+    from carbonrun.measure.engine import open_store
+    from carbonrun.settings import resolve
+
+    long = {"t": [0.2 * (i + 1) for i in range(2000)], "watts": {"cpu": [float(i % 50) for i in range(2000)]}}
+    for keep, env in ((False, {}), (True, {"CARBONRUN_KEEP_TIMELINE": "1"})):
+        os.environ.update(env)
+        try:
+            store = open_store(resolve({"store": (str(tmp_path / f"{keep}.sqlite"), "flag")}))
+        finally:
+            for k in env:
+                del os.environ[k]
+        assert store.keep_timeline is keep
+        rec = minimal_record(1)
+        rec["timeline"] = long
+        store.begin(rec, 1.0)
+        stored = store.get("last")["timeline"]
+        if keep:
+            assert stored == long
+        else:
+            assert len(stored["t"]) == 118 and _energy(stored) == pytest.approx(_energy(long))
+        assert rec["timeline"] is long  # the caller's record (the summary, --json) keeps every point
+    flagged = resolve({"keep_timeline": (True, "flag")})
+    assert open_store(flagged).keep_timeline is True

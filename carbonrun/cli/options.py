@@ -44,6 +44,8 @@ MEASUREMENT: Tuple[Opt, ...] = (
     Opt("gpus", ("--gpus",), "LIST", _help("gpus")),
     Opt("scc", ("--scc",), "L,C,H", _help("scc")),
     Opt("store", ("--store",), "PATH", _help("store")),
+    Opt("keep_timeline", ("--keep-timeline",), None, "Store the run's full power timeline, not a coarse one"
+        " of at most 120 points (--json always has the full one)."),
     Opt("no_store", ("--no-store",), None, "Measure, show and export as usual, but keep no record"
         " (the same as --store none or --store /dev/null)."),
     Opt("prometheus_textfile", ("--prometheus-textfile",), "DIR", _help("prometheus_textfile")),

@@ -7,6 +7,7 @@ and starts at once.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import signal
 import sys
@@ -21,6 +22,7 @@ from carbonrun.intensity import providers
 from carbonrun.intensity.planner import Plan, decide, earlier_durations, expected_duration, wait_until
 from carbonrun.intensity.regions import UnknownRegion, lookup
 from carbonrun.measure.engine import open_store, parse_scc
+from carbonrun.measure.spawn import Waiter
 from carbonrun.settings import SPECS, Settings
 from carbonrun.timefmt import format_duration
 
@@ -81,10 +83,18 @@ def plan_json(plan: Plan) -> Dict[str, Any]:
 
 
 # -- run --start-within ----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _waiter() -> Waiter:
+    return Waiter(CANCEL)  # built on first use: nothing at import time
+
+
 def _sleep_for_signal(timeout: float) -> Optional[int]:
-    """Sleep, waking for a cancelling signal (blocked by `run`, so taken here rather than by a handler)."""
-    info = signal.sigtimedwait(CANCEL, max(timeout, 0.001))
-    return info.si_signo if info is not None else None
+    """Sleep, waking for a cancelling signal (blocked by `run`, so taken here rather than by a handler).
+
+    spawn.Waiter, not signal.sigtimedwait: after a stop and continue past the deadline, CPython's returns
+    a siginfo with a garbage signal number."""
+    got = _waiter().wait(max(timeout, 0.001))
+    return got[0] if got is not None else None
 
 
 def _countdown(stream: Any, plan: Plan) -> Any:

@@ -55,7 +55,9 @@ def open_store(st: Settings) -> Store:
     """The run store of the settings (an SQLite path or a postgresql:// URL), not yet connected."""
     from carbonrun.store import open_store
 
-    return open_store(st.store)
+    store = open_store(st.store)
+    store.keep_timeline = bool(st.values.get("keep_timeline"))  # else a coarse timeline is stored
+    return store
 
 
 # The intensity from the settings, once (intensity/chain.py); the names stay importable from here.

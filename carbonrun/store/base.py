@@ -90,6 +90,33 @@ def storable(record: Record) -> Record:
     return clean
 
 
+COARSE_POINTS = 120  # a stored timeline by default: enough for a plot, ~2 KB instead of ~30 KB
+
+
+def coarse(timeline: Any, points: int = COARSE_POINTS) -> Any:
+    """A timeline of at most `points` steps with the same energy: neighbours merged, watts averaged
+    over their widths. Its form is {"t": [end of each step, s], "watts": {name: [mean W, ...]}},
+    the first step starting at 0."""
+    if not isinstance(timeline, dict) or not isinstance(timeline.get("t"), list) or len(timeline["t"]) <= points:
+        return timeline
+    t, watts = timeline["t"], timeline.get("watts") or {}
+    group = -(-len(t) // points)
+    try:
+        starts = [0.0, *t[:-1]]
+        widths = [b - a for a, b in zip(starts, t)]
+        out_t, out_w = [], {k: [] for k in watts}  # type: List[float], Dict[str, List[float]]
+        for i in range(0, len(t), group):
+            span = widths[i:i + group]
+            total = sum(span)
+            out_t.append(t[min(i + group, len(t)) - 1])
+            for k, series in watts.items():
+                joules = sum(w * d for w, d in zip(series[i:i + group], span))
+                out_w[k].append(round(joules / total, 3) if total > 0 else 0.0)
+    except (TypeError, ValueError):
+        return timeline  # not the shape we write: keep it as it is
+    return {**timeline, "t": out_t, "watts": out_w}
+
+
 def check_record(record: Any) -> Record:
     """A record read back, or UnreadableRecord saying why: the figures every report uses must be numbers."""
     if not isinstance(record, dict):
@@ -125,6 +152,7 @@ class Store(ABC):
     kind = "abstract"
     where = ""
     refused: Optional[str] = None  # why the store could not be opened for a run
+    keep_timeline = False  # store each run's full timeline, not the coarse one (setting keep_timeline)
 
     def __init__(self) -> None:
         self.warnings: List[str] = []  # records skipped while reading, for the CLI to show
@@ -231,7 +259,9 @@ class SqlStore(Store):
 
     FROM_RECORDS = "runs"  # id, record, status, owner
     FROM_SUMMARY = "runs"  # the small columns
-    RECORD_COL = "record"
+    RECORD_COL = "record"  # JSON columns as selected: text, decoded row by row (one bad row skips alone)
+    COMMAND_COL = "command"
+    TAGS_COL = "tags"
 
     @abstractmethod
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> Iterable[Row]:
@@ -254,7 +284,7 @@ class SqlStore(Store):
         """A (id, record, status, owner) row as a record; UnreadableRecord when it cannot be read."""
         try:
             record = load_json(row[1])
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: JSON nested beyond reason
             raise UnreadableRecord(f"bad JSON ({e})") from None
         record = check_record(record)
         record["id"] = row[0]
@@ -278,7 +308,7 @@ class SqlStore(Store):
             raise UnreadableRecord("its energy or emissions are not numbers")
         try:  # once a row: 100,000 rows must list in well under a second, and commands repeat
             command, tags = list(self._decoded(command)), dict(self._decoded(tags))
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, RecursionError) as e:
             raise UnreadableRecord(f"bad JSON ({e})") from None
         record = {"id": rid, "uuid": uuid, "started_at": started_at, "status": status, "command": command,
                   "tags": tags, "duration_s": duration, "exit_code": exit_code, "samples": samples,
@@ -300,6 +330,9 @@ class SqlStore(Store):
         return cache[value]
 
     _json_cache: Dict[str, Any] = {}
+
+    def _timeline_to_store(self, timeline: Any) -> Any:
+        return timeline if self.keep_timeline else coarse(timeline)
 
     def _skip(self, run_id: Any, e: Exception) -> None:
         self.warnings.append(f"run #{run_id} cannot be read ({e}): skipped")
@@ -351,7 +384,8 @@ class SqlStore(Store):
             where.append("job_id = ?")
             args.append(str(job))
         if summary:
-            sql = f"SELECT {_LISTED} FROM {self.FROM_SUMMARY}"
+            sql = (f"SELECT id, uuid, started_at, status, owner, {self.COMMAND_COL}, {self.TAGS_COL}, {_LISTED}"
+                   f" FROM {self.FROM_SUMMARY}")
             make = self._summary
         else:
             sql = f"SELECT id, {self.RECORD_COL}, status, owner FROM {self.FROM_RECORDS}"
@@ -436,4 +470,4 @@ def summary_row(record: Record) -> Dict[str, Any]:
 
 SUMMARY_COLUMNS = ("duration_s", "total_kwh", "low_kwh", "high_kwh", "kg", "low_kg", "high_kg", "g_per_kwh",
                    "measured", "exit_code", "samples", "job_id")
-_LISTED = "id, uuid, started_at, status, owner, command, tags, " + ", ".join(SUMMARY_COLUMNS[:-1])
+_LISTED = ", ".join(SUMMARY_COLUMNS[:-1])

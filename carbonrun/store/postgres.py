@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 from carbonrun.files import private_dirs, write_atomic
 from carbonrun.redact import redact
 from carbonrun.store.base import (SUMMARY_COLUMNS, Record, Row, SqlStore, StoreError,  # noqa: F401
-                                  check_prune, storable, summary_row, writable)
+                                  check_prune, coarse, storable, summary_row, writable)
 from carbonrun.store.owner import owner_token
 
 if TYPE_CHECKING:
@@ -66,7 +66,10 @@ def _fill_summaries(conn: Any) -> None:
         rows.execute("SELECT id, (record::jsonb - 'timeline')::text FROM carbonrun.runs")
         batch = []
         for run_id, text in rows:
-            record = json.loads(text)
+            try:
+                record = json.loads(text)
+            except (ValueError, RecursionError):
+                continue  # unreadable: listed with a warning naming it
             if isinstance(record, dict):
                 batch.append((*summary_row(record).values(), run_id))
             if len(batch) >= 500:
@@ -105,6 +108,7 @@ class PgStore(SqlStore):
     kind = "postgresql"
     FROM_RECORDS = "carbonrun.runs"
     FROM_SUMMARY = "carbonrun.runs"
+    RECORD_COL, COMMAND_COL, TAGS_COL = "record::text", "command::text", "tags::text"  # not decoded by psycopg
 
     def __init__(self, url: str, spool: Optional[Path] = None) -> None:
         super().__init__()
@@ -206,7 +210,7 @@ class PgStore(SqlStore):
         return "tags @> ?", [Jsonb(tags)]
 
     def _timeline(self, run_id: int) -> Any:
-        rows = self._rows("SELECT timeline FROM carbonrun.runs WHERE id = ?", (run_id,))
+        rows = self._rows("SELECT timeline::text FROM carbonrun.runs WHERE id = ?", (run_id,))
         return rows[0][0] if rows else None
 
     # -- writing -----------------------------------------------------------------------------------
@@ -233,7 +237,7 @@ class PgStore(SqlStore):
         owner, started_ts = self._meta.get(record["uuid"], (owner_token(), time.time()))
         saved_ns = time.time_ns()
         try:
-            record["id"] = self._upsert(self._conn, record, owner, started_ts, saved_ns / 1e9)
+            record["id"] = self._upsert(self._conn, record, owner, started_ts, saved_ns / 1e9, self.keep_timeline)
         except psycopg.Error as e:
             self.close()
             self.offline = _reason(e)
@@ -242,7 +246,8 @@ class PgStore(SqlStore):
         self._unspool(record["uuid"], saved_ns)
 
     @staticmethod
-    def _upsert(conn: Any, record: Record, owner: Optional[str], started_ts: float, saved_ts: float) -> int:
+    def _upsert(conn: Any, record: Record, owner: Optional[str], started_ts: float, saved_ts: float,
+                keep_timeline: bool = False) -> int:
         """Write one version of a run. It reached the database: a note that it waits in the spool is
         no longer true, and goes."""
         from psycopg.types.json import Jsonb
@@ -251,7 +256,7 @@ class PgStore(SqlStore):
             if any(_is_spool_note(n) for n in record.get(key) or []):
                 record[key] = [n for n in record[key] if not _is_spool_note(n)]
         clean = storable({**record, "id": None})  # the row's id is filled in on reading
-        timeline = clean.get("timeline")
+        timeline = clean.get("timeline") if keep_timeline else coarse(clean.get("timeline"))
         body = json.dumps({**clean, "timeline": None} if "timeline" in clean else clean)
         cols = summary_row(clean)
         conn.execute(_UPSERT, (
@@ -284,7 +289,7 @@ class PgStore(SqlStore):
                 record[key].append(note)
         private_dirs(self.spool)
         body = {"format": SPOOL_FORMAT, "target": self.where, "owner": owner, "started_ts": started_ts,
-                "saved_ts": saved_ns / 1e9, "record": storable(record)}
+                "saved_ts": saved_ns / 1e9, "keep_timeline": self.keep_timeline, "record": storable(record)}
         write_atomic(self.spool / f"{record['uuid']}.{saved_ns}.json", json.dumps(body), fsync=True)
         self._unspool(record["uuid"], saved_ns)
 
@@ -322,7 +327,8 @@ class PgStore(SqlStore):
                 continue
             rec = body["record"]
             try:
-                self._upsert(conn, rec, body.get("owner"), body["started_ts"], body["saved_ts"])
+                self._upsert(conn, rec, body.get("owner"), body["started_ts"], body["saved_ts"],
+                             bool(body.get("keep_timeline")))
             except psycopg.Error as e:
                 errors.append(f"run {rec.get('uuid')}: {_reason(e)}")
                 continue

@@ -21,7 +21,7 @@ import sqlite3
 import stat
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from carbonrun.files import RefusedPath, create_private, private_dirs, read_head
 from carbonrun.store.base import (SUMMARY_COLUMNS, NoStore, Record, Row, SqlStore, StoreError,  # noqa: F401
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 APPLICATION_ID = 0x43524E31  # "CRN1" in the SQLite header: marks the file as ours
 SCHEMA_VERSION = 3
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+RUNNING_WAIT_MS = 200  # the start and the checkpoints never wait long for another writer's lock
+FINAL_WAIT_MS = 30_000  # the final record waits: it must not be lost
 
 # A run's identity columns, the same since schema 1.
 _RUN = """id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT UNIQUE NOT NULL, started_at TEXT NOT NULL,
@@ -81,7 +83,7 @@ def _fill_summaries(db: sqlite3.Connection) -> None:
     for run_id, text in db.execute("SELECT id, record FROM records"):
         try:
             record = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # unreadable: listed with a warning, as before
         if isinstance(record, dict):
             updates.append((*summary_row(record).values(), run_id))
@@ -135,6 +137,8 @@ class SqliteStore(SqlStore):
         self.path = Path(path)
         self.where = str(self.path)
         self._db: Optional[sqlite3.Connection] = None
+        self._busy_ms = FINAL_WAIT_MS
+        self._started: Dict[str, float] = {}  # uuid -> started_ts, to insert later a run the start could not
 
     # -- opening -----------------------------------------------------------------------------------
     def _check_file(self) -> bool:
@@ -333,9 +337,11 @@ class SqliteStore(SqlStore):
     def begin(self, run: "RunRecord", started_ts: float) -> int:
         """Insert a starting run; returns its id (also written into the record)."""
         record = writable(run)
+        self._started[record["uuid"]] = started_ts
         db = self._connection()
         outer = db.in_transaction  # a caller's transaction (bulk inserts) is joined, not nested
         if not outer:
+            self._wait(db, record)
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("BEGIN IMMEDIATE")  # insert and fill in one transaction: one sync, not two
         try:
@@ -358,21 +364,26 @@ class SqliteStore(SqlStore):
     def save(self, run: "RunRecord") -> None:
         """Write the record as it stands. A checkpoint of a running record is not synced to disk
         (WAL keeps the file consistent; a power cut loses at most the last checkpoints); a
-        finished record is."""
+        finished record is. A run whose start could not be stored (a lock) is inserted now."""
         record = writable(run)
         if record.get("id") is None:
-            raise StoreError("the run was never inserted")
+            if record.get("uuid") not in self._started:
+                raise StoreError("the run was never inserted")
+            self.begin(run, self._started[record["uuid"]])
+            return
         db = self._connection()
+        keep = self._timeline_to_store
         try:
-            body, timeline = _dumps(record)
+            body, timeline = _dumps(record, keep)
         except ValueError:  # NaN or infinity somewhere: stored as null, with a note saying where
             record = storable(record)
-            body, timeline = _dumps(record)
+            body, timeline = _dumps(record, keep)
         cols = summary_row(record)
         if not db.in_transaction:
             db.execute(f"PRAGMA synchronous = {'NORMAL' if record['status'] == 'running' else 'FULL'}")
         outer = db.in_transaction
         if not outer:
+            self._wait(db, record)
             db.execute("BEGIN IMMEDIATE")
         try:
             db.execute(_SAVE, (record["status"], json.dumps(record["tags"]), *cols.values(), record["id"]))
@@ -384,6 +395,13 @@ class SqliteStore(SqlStore):
             if not outer:
                 db.execute("ROLLBACK")
             raise
+
+    def _wait(self, db: sqlite3.Connection, record: Record) -> None:
+        """How long this write may wait for another writer's lock: briefly while the run is measured."""
+        ms = RUNNING_WAIT_MS if record.get("status") == "running" else FINAL_WAIT_MS
+        if ms != self._busy_ms:
+            db.execute(f"PRAGMA busy_timeout = {ms}")
+            self._busy_ms = ms
 
     def delete(self, ids: Iterable[int]) -> int:
         wanted = sorted({int(i) for i in ids})
@@ -408,9 +426,10 @@ class SqliteStore(SqlStore):
 _SAVE = "UPDATE runs SET status = ?, tags = ?, " + ", ".join(f"{c} = ?" for c in SUMMARY_COLUMNS) + " WHERE id = ?"
 
 
-def _dumps(record: Record) -> Tuple[str, Optional[str]]:
-    """(the record with its timeline left as null, the timeline): ValueError on NaN or infinity."""
-    timeline = record.get("timeline")
+def _dumps(record: Record, keep: Callable[[Any], Any]) -> Tuple[str, Optional[str]]:
+    """(the record with its timeline left as null, the timeline as `keep` keeps it): ValueError on NaN
+    or infinity."""
+    timeline = keep(record.get("timeline"))
     body = json.dumps({**record, "timeline": None} if "timeline" in record else record, allow_nan=False)
     return body, None if timeline is None else json.dumps(timeline, allow_nan=False)
 
