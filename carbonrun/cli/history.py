@@ -288,6 +288,9 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
     st = open_store(store)
     records = _query(st, limit=limit or None, tags=wanted, command=command, status=status, since_ts=since_ts,
                      summary=fmt in ("table", "markdown"))  # a listing reads small columns, no records
+    import gc
+
+    gc.freeze()  # the records live until exit: collections while formatting 100,000 rows need not scan them
     warn_skipped(st)
     if fmt == "table":
         if not records:

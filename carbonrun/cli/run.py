@@ -66,7 +66,7 @@ def flag_values(ctx: Optional[click.Context], params: Dict[str, Any]) -> Dict[st
 @options_from(RUN_ONLY)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx: click.Context, command: Tuple[str, ...], quiet: bool, no_live: bool, json_path: Optional[str],
+def run(ctx: click.Context, /, command: Tuple[str, ...], quiet: bool, no_live: bool, json_path: Optional[str],
         **params: Any) -> int:
     """Measure COMMAND: energy per component, the job's share, kg CO2eq, social cost.
 

@@ -64,12 +64,11 @@ def table(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, ri
     pairs packed into lines. Figures are never cut."""
     keep = list(range(len(heads)))
     cells = [list(r) for r in rows]
-
-    def natural(i: int) -> int:
-        return max([len(heads[i])] + [len(r[i]) for r in cells])
+    columns = list(zip(*cells)) if cells else [()] * len(heads)
+    widths = [max([len(h), *map(len, col)]) for h, col in zip(heads, columns)]
 
     def total(cols: List[int]) -> int:
-        return sum(min(natural(i), 12) if i == flex else natural(i) for i in cols) + gap * (len(cols) - 1)
+        return sum(min(widths[i], 12) if i == flex else widths[i] for i in cols) + gap * (len(cols) - 1)
 
     for i in drop:
         if width <= 0 or total(keep) <= width:
@@ -78,14 +77,15 @@ def table(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, ri
     if width > 0 and total(keep) > width:
         return _stacked(heads, cells, width)
     if width > 0 and flex is not None and flex in keep:
-        room = width - (total(keep) - min(natural(flex), 12))
+        room = width - (total(keep) - min(widths[flex], 12))
         for r in cells:
             r[flex] = r[flex] if len(r[flex]) <= room else r[flex][:room - 3] + "..."
-    ws = [natural(i) for i in keep]
+        widths[flex] = max([len(heads[flex])] + [len(r[flex]) for r in cells])
+    # One format string for every row: a listing lays out 100,000 of them.
+    fmt = (" " * gap).join("{:%s%d}" % (">" if i in right else "<", widths[i]) for i in keep)
 
     def line(cells: Sequence[str]) -> str:
-        parts = [cells[i].rjust(w) if i in right else cells[i].ljust(w) for i, w in zip(keep, ws)]
-        return (" " * gap).join(parts).rstrip()
+        return fmt.format(*[cells[i] for i in keep]).rstrip()
 
     return [style(line(heads), "bold", color)] + [line(r) for r in cells]
 
