@@ -8,11 +8,14 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
+from carbonrun import settings
+from carbonrun.cli import fast
+from carbonrun.cli.exits import debugging
+from carbonrun.sanitize import terminal
+
 
 def _warn(line: str) -> None:
     try:
-        from carbonrun.sanitize import terminal
-
         sys.stderr.write(f"carbonrun: warning: {terminal(line)}\n")
     except (OSError, ValueError, AttributeError):
         pass  # stderr closed or full: a warning is not worth failing for
@@ -20,16 +23,10 @@ def _warn(line: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    from carbonrun import settings
-    from carbonrun.cli import fast
-
     settings.warn = _warn
-
     parsed = fast.parse(args)
     if parsed is not None:
-        from carbonrun.cli.exits import debugging
-
         fast.run(parsed, debugging(args))
-    from carbonrun.cli.app import main as click_main
+    from carbonrun.cli.app import main as click_main  # click: only when the fast path declines
 
     click_main(args)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from carbonrun.cli import exits
 from carbonrun.cli.commands import COMMANDS
 from carbonrun.cli.options import BY_FLAG
 
@@ -72,8 +73,7 @@ def findable(name: str) -> bool:
 
 def run(parsed: Parsed, debug: bool) -> None:
     """Measure the command; exit with its code without interpreter teardown."""
-    from carbonrun.cli import exits
-    from carbonrun.cli.measure import measure_options
+    from carbonrun.cli.measure import measure_options  # the engine: only once the line is understood
 
     command, params = parsed
     try:

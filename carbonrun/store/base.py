@@ -4,7 +4,8 @@
 get/query/count/delete/prune afterwards. `SqlStore` writes each query once; SQLite and PostgreSQL
 differ only in their connection, their placeholders and a few filters. Reading is tolerant: a record
 that cannot be read (bad JSON, a non-finite figure) is skipped with a warning in `warnings` naming its
-id, so one bad row never hides the others.
+id, so one bad row never hides the others. Writing never stores NaN, keeps beside each run the small
+summary a listing reads, and keeps its timeline apart, coarse (120 steps) unless `keep_timeline`.
 """
 from __future__ import annotations
 
@@ -226,8 +227,9 @@ class Store(ABC):
               command: Optional[str] = None, status: Optional[str] = None, since_ts: Optional[float] = None,
               job: Optional[str] = None, brief: bool = False, summary: bool = False) -> List[Record]:
         """Runs, newest first. `brief` leaves out each timeline; `summary` gives only what a listing
-        shows (id, uuid, started_at, status, command, tags, duration_s, energy.total_kwh, emissions.kg,
-        intensity.g_per_kwh), read from small columns."""
+        shows, read from small columns: id, uuid, started_at, status, command, tags, duration_s,
+        exit_code, samples, measured (the label), energy {total_kwh, low_kwh, high_kwh}, emissions
+        {kg, low_kg, high_kg}, intensity {g_per_kwh}; no components, no timeline."""
 
     @abstractmethod
     def count(self) -> int:
@@ -256,6 +258,10 @@ class SqlStore(Store):
     A backend gives: `_rows` (run a read), the FROM clauses for records and summaries, the command,
     tags and timeline SQL, and the writes.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._json_cache: Dict[str, Any] = {}
 
     FROM_RECORDS = "runs"  # id, record, status, owner
     FROM_SUMMARY = "runs"  # the small columns
@@ -328,8 +334,6 @@ class SqlStore(Store):
                 cache.clear()
             cache[value] = json.loads(value)
         return cache[value]
-
-    _json_cache: Dict[str, Any] = {}
 
     def _timeline_to_store(self, timeline: Any) -> Any:
         return timeline if self.keep_timeline else coarse(timeline)

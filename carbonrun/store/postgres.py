@@ -127,7 +127,8 @@ class PgStore(SqlStore):
         try:
             params = conninfo_to_dict(self.url)
         except psycopg.ProgrammingError as e:
-            raise StoreError(f"invalid PostgreSQL URL {self.where}: {redact(str(e))}") from None
+            # the raw URL in the text lets redact find the password, and the copy psycopg quotes in e
+            raise StoreError(redact(f"invalid PostgreSQL URL {self.url}: {e}")) from None
         extra: Dict[str, Any] = {} if "connect_timeout" in params else {"connect_timeout": CONNECT_TIMEOUT_S}
         if "application_name" not in params:
             extra["application_name"] = "carbonrun"
