@@ -20,6 +20,7 @@ and propagates.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, TypeVar
 
 from carbonrun.units import joules
@@ -73,6 +74,9 @@ class Run:
         from carbonrun.measure.loop import Block
 
         st = settings.resolve({k: (v, "flag") for k, v in self.options.items()})
+        if settings.warn is None:  # no CLI here: a library speaks through Python's warnings
+            for line in st.warnings:
+                warnings.warn(f"carbonrun: {line}", RuntimeWarning, stacklevel=3)
         st.values["tags"] = {**st.tags, "phase": self.name}
         p = self._prepared = engine.prepare([f"python:{self.name}"], st)
         try:

@@ -51,7 +51,7 @@ def load_layers(cwd: str, env: Mapping[str, str], warnings: Optional[List[str]] 
                                 f"to use it, add trusted-projects = [\"{os.path.dirname(path)}\"] to {user} "
                                 f"or set {TRUST_ENV}={os.path.dirname(path)}")
         else:
-            dropped = _untrusted(project, user_table, env, user)
+            dropped = _untrusted(project, user_table, env, user, cwd)
             if warnings is not None:
                 warnings.extend(dropped)
             layers.append(project)
@@ -66,6 +66,7 @@ def load_layers(cwd: str, env: Mapping[str, str], warnings: Optional[List[str]] 
 # CARBONRUN_TRUSTED_PROJECTS (directories, separated by os.pathsep; "*" trusts every project).
 DESTINATIONS = ("provider", "provider_url", "pushgateway", "store")
 _PROVIDER_DESTINATIONS = ("base_url", "base-url", "url")
+OUTPUTS = ("json", "prometheus_textfile")  # a project file may point these inside the project only
 TRUST_KEY = "trusted_projects"
 TRUST_ENV = "CARBONRUN_TRUSTED_PROJECTS"
 
@@ -79,22 +80,21 @@ def _foreign_owner(path: str) -> Optional[int]:
     return None if uid in (os.geteuid(), 0) else uid
 
 
+def _inside(directory: str, path: str) -> bool:
+    top, here = os.path.realpath(directory), os.path.realpath(path)
+    return here == top or here.startswith(top.rstrip(os.sep) + os.sep)
+
+
 def trusted(project_dir: str, user_table: Mapping[str, Any], env: Mapping[str, str]) -> bool:
     """Whether the user trusts the project directory (or one above it) to choose destinations."""
     listed = user_table.get(TRUST_KEY) or []
     entries = [str(x) for x in listed] if isinstance(listed, list) else [str(listed)]
     entries += [e for e in env.get(TRUST_ENV, "").split(os.pathsep) if e]
-    here = os.path.realpath(project_dir)
-    for entry in entries:
-        if entry == "*":
-            return True
-        top = os.path.realpath(os.path.expanduser(entry))
-        if here == top or here.startswith(top.rstrip(os.sep) + os.sep):
-            return True
-    return False
+    return any(entry == "*" or _inside(os.path.expanduser(entry), project_dir) for entry in entries)
 
 
-def _untrusted(project: Layer, user_table: Mapping[str, Any], env: Mapping[str, str], user: str) -> List[str]:
+def _untrusted(project: Layer, user_table: Mapping[str, Any], env: Mapping[str, str], user: str,
+               cwd: str) -> List[str]:
     """Remove the destinations an untrusted project file sets (in place); one warning for each."""
     from carbonrun.store import is_url  # only when a project file sets destinations
 
@@ -110,6 +110,10 @@ def _untrusted(project: Layer, user_table: Mapping[str, Any], env: Mapping[str, 
             if name in table and (name != "store" or is_url(str(table[name]))):
                 del table[name]
                 dropped.append(name.replace("_", "-"))
+        for name in OUTPUTS:  # files written: inside the project, so a clone cannot overwrite ~/.bashrc
+            if name in table and not _inside(directory, os.path.join(cwd, os.path.expanduser(str(table[name])))):
+                del table[name]
+                dropped.append(name.replace("_", "-"))
         for provider, options in (table.get("providers") or {}).items():
             for key in _PROVIDER_DESTINATIONS:
                 if isinstance(options, dict) and key in options:
@@ -118,8 +122,8 @@ def _untrusted(project: Layer, user_table: Mapping[str, Any], env: Mapping[str, 
     if not dropped:
         return []
     return [f"ignored {', '.join(dropped)} from the project file {path}: a project file may not choose where "
-            f"carbonrun sends data or credentials; to trust it, add trusted-projects = [\"{directory}\"] to "
-            f"{user} or set {TRUST_ENV}={directory}"]
+            "carbonrun sends data or credentials, nor write files outside the project; to trust it, add "
+            f"trusted-projects = [\"{directory}\"] to {user} or set {TRUST_ENV}={directory}"]
 
 
 def user_config_path(env: Mapping[str, str]) -> str:

@@ -203,3 +203,10 @@ def test_track_is_lazy_attribute_of_the_package():
     from carbonrun import api
 
     assert carbonrun.track is api.track
+
+
+def test_a_project_files_ignored_destination_is_a_python_warning(env, tmp_path):
+    (tmp_path / "carbonrun.toml").write_text('pushgateway = "http://127.0.0.1:9/"\n')
+    with pytest.warns(RuntimeWarning, match="ignored pushgateway from the project file"):
+        with carbonrun.track("warned"):
+            pass

@@ -94,18 +94,25 @@ def test_nowhere_to_keep_the_record_keeps_it_in_the_summary(cli):
 
 
 def test_a_locked_store_does_not_delay_the_start(cli, tmp_path):
+    """Another process holds the store's write lock: the command starts at once all the same, and the
+    run is stored once the lock is let go."""
     assert cli("--quiet", "true").returncode == 0
     db = sqlite3.connect(str(cli.home / "store" / "runs.sqlite"), isolation_level=None)
     db.execute("BEGIN EXCLUSIVE")
+    t0 = time.time()
+    p = subprocess.Popen(cli.argv("--quiet", "--", sys.executable, "-c",
+                                  "import time; print(time.time(), flush=True); time.sleep(0.3); raise SystemExit(4)"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env, cwd=cli.home)
     try:
-        t0 = time.time()
-        p = cli("--quiet", "--", sys.executable, "-c", "import time; print(time.time()); raise SystemExit(4)",
-                timeout=90)
+        started = float(p.stdout.readline())
     finally:
         db.execute("ROLLBACK")
         db.close()
-    assert p.returncode == 4, p.stderr.decode()
-    assert float(p.stdout) - t0 < 3.0, "the command waited for the store's lock"
+    p.wait(timeout=60)
+    assert p.returncode == 4, p.stderr.read().decode()
+    assert started - t0 < 3.0, "the command waited for the store's lock"
+    rec = cli.record()
+    assert rec["exit_code"] == 4 and rec["status"] == "failed"
 
 
 # -- stderr ------------------------------------------------------------------------------------------------
@@ -245,3 +252,28 @@ def test_a_live_value_arriving_during_the_run_is_used_from_then_on(cli):
     assert rec["live"]["arrived_after_s"] >= 0.4 and rec["live"]["before"]["source"] == "table:country"
     before = rec["live"]["before"]["g_per_kwh"]
     assert min(before, 142) < rec["g_per_kwh"] < max(before, 142)  # energy-weighted: both figures were used
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)])
+def test_carbonrun_stuck_before_the_start_still_ends_on_a_signal(cli, tmp_path, sig, code):
+    """A counter that never answers (a FIFO stands in for a hung device or file system) holds carbonrun
+    before the command starts: there is nothing to pass a signal on to, so carbonrun ends on it."""
+    zone = tmp_path / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    os.mkfifo(zone / "energy_uj")
+    marker = tmp_path / "ran"
+    p = subprocess.Popen(cli.argv("--quiet", "--rapl-root", str(zone.parent), "--", "touch", str(marker)),
+                         stderr=subprocess.PIPE, env=cli.env, cwd=cli.home)
+    try:
+        time.sleep(1.0)
+        assert p.poll() is None  # stuck, as the fault intends
+        os.kill(p.pid, sig)
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == code, p.stderr.read().decode()
+    assert not marker.exists()

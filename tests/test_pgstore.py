@@ -236,3 +236,13 @@ def test_a_v1_database_is_migrated_and_lists_from_its_summary(pg_url, tmp_path):
     assert row["duration_s"] == 2.5 and row["energy"] == {"total_kwh": 0.5, "low_kwh": 0.5, "high_kwh": 0.5}
     assert row["emissions"] == {"kg": 0.1, "low_kg": 0.1, "high_kg": 0.1} and row["measured"] == "unmeasured"
     assert st.get("last")["timeline"] == r["timeline"] and "timeline" not in st.query(brief=True)[0]
+
+
+def test_a_command_that_is_not_utf8_is_stored_not_spooled_forever(pg_url, tmp_path):
+    st = PgStore(pg_url, spool=tmp_path)
+    r = _rec("echo a\udcffb", {"k\udcfe": "v"}, status="completed")  # argv bytes that were not UTF-8
+    st.begin(r, time.time())
+    assert st.offline is None and pending(tmp_path) == []
+    back = st.get("last")
+    assert back["command"] == ["echo", "a\\udcffb"] and back["tags"] == {"k\\udcfe": "v"}
+    assert [q["id"] for q in st.query(command="a\udcff")] == [back["id"]]  # a filter kept the same way

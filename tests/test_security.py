@@ -115,6 +115,28 @@ def test_a_region_cannot_change_the_providers_path(server):
     assert server.paths() == ["/regional/postcode/..%2F..%2FLOGIN%3FX%3D1%23"]
 
 
+def test_a_planted_cache_answer_is_not_believed(server, tmp_path):
+    from carbonrun.intensity.providers.base import DiskCache
+
+    server.routes["/intensity"] = (200, uk_now(200), 0)
+    cache = tmp_path / "cache"
+    old = os.umask(0)
+    try:
+        assert get_provider("uk", {"base_url": server.url, "clock": lambda: NOW, "cache_dir": str(cache)}
+                            ).current()[0] == 200.0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700  # no one else can plant an answer...
+    [entry] = list(cache.iterdir())
+    entry.write_text(entry.read_text().replace("200", "1"))
+    if os.geteuid() == 0:  # ...and one planted by another user (as root can) is ignored
+        os.chown(entry, 12345, 12345)
+        provider = get_provider("uk", {"base_url": server.url, "clock": lambda: NOW, "cache_dir": str(cache)})
+        assert provider.current()[0] == 200.0 and provider.requests == 1
+    entry.chmod(0o666)
+    assert DiskCache(str(cache)).get(f"{server.url}/intensity", NOW) is None  # group/world-writable: ignored
+
+
 def test_a_providers_junk_cannot_fill_the_notes(server):
     server.routes["/v3/carbon-intensity/latest"] = (200, {**em_latest(100), "datetime": "x" * 1_000_000}, 0)
     got = resolve_intensity(intensity=None, intensity_file=None, provider="electricitymaps", region="FR", now=NOW,
@@ -388,6 +410,19 @@ def test_the_user_can_trust_a_project_like_git_safe_directory(cli, server):
     assert server.paths() and server.paths()[0] == "/login"  # the user's own choice: credentials go
 
 
+def test_a_project_file_cannot_write_outside_the_project(cli):
+    (cli.home / "bashrc").write_text("export PATH=/usr/bin\n")
+    repo = cli.home / "repo"
+    (repo / "sub").mkdir(parents=True)
+    (repo / "carbonrun.toml").write_text(f'json = "{cli.home / "bashrc"}"\nprometheus-textfile = "../.."\n')
+    p = cli("--quiet", "--", "true", cwd=repo / "sub")
+    assert p.returncode == 0 and "ignored json, prometheus-textfile from the project file" in err(p), err(p)
+    assert (cli.home / "bashrc").read_text() == "export PATH=/usr/bin\n" and not (cli.home / "carbonrun.prom").exists()
+    (repo / "carbonrun.toml").write_text('json = "run.json"\n')  # inside the project: the project's choice
+    p = cli("--quiet", "--", "true", cwd=repo / "sub")
+    assert p.returncode == 0 and "ignored" not in err(p) and (repo / "sub" / "run.json").exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
 def test_a_project_file_owned_by_another_user_is_ignored(tmp_path):
     from carbonrun import settings
@@ -637,19 +672,30 @@ def test_every_output_format_keeps_hostile_strings_inert(real_record, s):
 
 @FAST
 @given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**400, 10**400),
-                       st.text(max_size=12), st.booleans()),
+                       st.text(max_size=12), st.booleans()),  # from a flag, CARBONRUN_* and a project file
        name=st.sampled_from(["pue", "interval", "intensity", "embodied_server_kg", "embodied_lifetime_years"]))
 def test_config_values_are_finite_in_range_or_refused(tmp_path, value, name):
     from carbonrun import settings
     from carbonrun.validate import number
 
-    for flags, env in (({name: (value, "flag")}, {}), ({}, {f"CARBONRUN_{name.upper()}": str(value)})):
+    toml = (str(value).lower() if isinstance(value, (bool, int)) else json.dumps(value) if isinstance(value, str)
+            else {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(repr(value), repr(value)))
+    project = tmp_path / "carbonrun.toml"
+    for flags, env, text in (({name: (value, "flag")}, {}, None), ({}, {f"CARBONRUN_{name.upper()}": str(value)}, None),
+                             ({}, {}, f"{name.replace('_', '-')} = {toml}\n")):
+        if text is not None:
+            project.write_text(text)
         try:
             got = settings.resolve(flags, {"HOME": str(tmp_path), **env}, str(tmp_path))
         except CarbonrunError as e:
-            assert e.exit_code == 2 and f"invalid {name.replace('_', '-')}" in str(e)
-            assert "\n" not in str(e)
+            assert e.exit_code == 2 and "\n" not in str(e), str(e)
+            if text is None:
+                assert f"invalid {name.replace('_', '-')}" in str(e), str(e)
+            else:  # a bad value, or a string TOML cannot hold (a lone surrogate): file and line either way
+                assert f"{project}:1" in str(e), str(e)
             continue
+        finally:
+            project.unlink(missing_ok=True)
         x = got.values[name]
         assert number(x) == x  # finite
         assert settings.SPECS[name].convert(x) == x

@@ -361,9 +361,9 @@ def test_a_locked_store_never_delays_the_start_and_the_final_save_inserts_the_ru
     lock.execute("BEGIN EXCLUSIVE")  # another writer holds the store
     st, rec = Store(path), minimal_record(1, status="running")
     t0 = time.monotonic()
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreError, match="busy: another process holds its lock"):
         st.begin(rec, 5.0)
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreError, match="busy"):
         st.save(rec)  # a checkpoint retries the insert, briefly
     assert time.monotonic() - t0 < 2.0 and rec["id"] is None
     lock.execute("ROLLBACK")

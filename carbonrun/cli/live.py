@@ -94,7 +94,8 @@ class LiveTable:
             self._prev[key] = mj
             est, d = (units.ESTIMATE, 2) if m.estimated else ("", 4)
             name = m.component if m.device in ("", m.component) else f"{m.component} {m.device}"
-            rows.append([name, est + units.watts(self._watts.get(key, 0.0)), est + units.joules(jj, d),
+            # device names come from sysfs and drivers: shown, never obeyed
+            rows.append([tx.printable(name), est + units.watts(self._watts.get(key, 0.0)), est + units.joules(jj, d),
                          est + units.joules(mj, d)])
         self._prev_t = t
         table = tx.table(["", "power", "job", "machine"], rows, cols, right=(1, 2, 3), drop=(3,), gap=2)

@@ -11,14 +11,14 @@ from carbonrun.cli.options import given
 from carbonrun.errors import CarbonrunError
 from carbonrun.measure.engine import STORE_FAILED, execute, prepare
 from carbonrun.cli.exits import debugging
-from carbonrun.measure.session import LaunchError, block_signals, run_unmeasured, wait_for
+from carbonrun.measure.session import LaunchError, block_signals, caller, run_unmeasured, wait_for
 from carbonrun.record import public
 from carbonrun.settings import Settings
 
 
 def measure_options(command: Sequence[str], params: Dict[str, Any]) -> int:
     """`carbonrun run` from parsed options (click's or the fast path's): settings, then measure."""
-    block_signals()  # before anything could start a thread: signals are taken with sigtimedwait
+    caller()  # the state to start the command in, before carbonrun changes any (signals block at the spawn)
     params = dict(params)
     no_live, start_now = params.pop("no_live", False), params.pop("start_now", False)
     verbose = bool(params.pop("verbose", False))
@@ -38,6 +38,7 @@ def measure(argv: List[str], st: Settings, verbose: bool = False) -> int:
     if st.values.get("start_within"):  # carbon-aware start: decide, show, wait (cli/plan.py)
         from carbonrun.cli.plan import plan_and_wait  # planner and forecasts: only with --start-within
 
+        block_signals()  # the wait takes Ctrl-C and friends with sigtimedwait: they cancel it
         plan = plan_and_wait(argv, st)
     try:
         p = prepare(argv, st)

@@ -86,6 +86,18 @@ class StepSeries:
         return total / (t1 - t0)
 
 
+def _start_without_signals(thread: threading.Thread) -> None:
+    """Start a helper thread with every signal blocked: signals are the main thread's to take (a wrapped
+    command's runner passes them on), and one delivered here would end carbonrun instead."""
+    import signal  # only when a live provider is asked
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 @dataclass(eq=False)
 class Intensity:
     """The grid intensity a run is accounted with, where it came from, and why.
@@ -158,7 +170,7 @@ class Intensity:
                                                   "region": self.region, "how": self.how}}
         self._thread = threading.Thread(target=self._first_answer, args=(dict(options),),
                                         name="carbonrun-intensity", daemon=True)
-        self._thread.start()
+        _start_without_signals(self._thread)
 
     def _first_answer(self, options: Mapping[str, Any]) -> None:
         import time
@@ -205,7 +217,7 @@ class Intensity:
                 return
             self._next_refresh = unix_time + RETRY_S
             self._thread = threading.Thread(target=self._fetch, name="carbonrun-intensity", daemon=True)
-            self._thread.start()
+            _start_without_signals(self._thread)
 
     def _fetch(self) -> None:
         from carbonrun.intensity.providers.base import ProviderError  # a provider is loaded already

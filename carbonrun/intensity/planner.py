@@ -287,10 +287,11 @@ def earlier_durations(store: Any, argv: Sequence[str]) -> List[float]:
     """Durations of the latest completed runs of exactly this command (newest first), from an open run
     store; [] when it cannot be read (the history is only a default)."""
     try:
-        runs = store.query(command=" ".join(argv), status="completed", limit=10 * HISTORY_RUNS)
+        runs = store.query(command=" ".join(argv), status="completed", limit=10 * HISTORY_RUNS, summary=True)
     except Exception:  # no store yet, or one that cannot be read
         return []
-    return [float(r["duration_s"]) for r in runs if r.get("command") == list(argv)][:HISTORY_RUNS]
+    return [float(r["duration_s"]) for r in runs
+            if r.get("command") == list(argv) and r.get("duration_s") is not None][:HISTORY_RUNS]
 
 
 def expected_duration(st: Settings, earlier: Callable[[], Sequence[float]]) -> Tuple[float, str]:

@@ -113,8 +113,10 @@ def prepare(argv: Sequence[str], st: Settings) -> Prepared:
     return Prepared(st, probe, found, intensity, scc, store, record, thread=_thread.get_ident())
 
 
-def start(p: Prepared, make: Callable[[Sequence[Meter], Accountant, float, str], L]) -> L:
-    """Claim the node (launcher), build the accountant and the loop, insert the running record.
+def start(p: Prepared, make: Callable[[Sequence[Meter], Accountant, float, str], L], insert_now: bool = True) -> L:
+    """Claim the node (launcher), build the accountant and the loop, insert the running record (unless
+    `insert_now` is False: a command's run inserts it once the command has started, so that a locked or
+    slow store never delays the start).
 
     `make` is a Loop class (Session for a command, Block for code in this process). After this,
     either finish() or release() must be called."""
@@ -127,7 +129,8 @@ def start(p: Prepared, make: Callable[[Sequence[Meter], Accountant, float, str],
     acct = Accountant(p.found.meters, p.intensity.at, st.pue, st.attribution)
     loop = make(p.found.meters, acct, st.interval, st.proc_root)
     loop.on_checkpoint = lambda lp: checkpoint(p, lp)
-    _save(p, p.record, first=True)
+    if insert_now:
+        _save(p, p.record, first=True)
     return loop
 
 
@@ -156,7 +159,8 @@ def execute(p: Prepared, argv: Sequence[str], on_draw: Optional[Callable[[Loop],
     """Run the command under measurement and store the record; returns (record, outcome)."""
     from carbonrun.measure.session import LaunchError, Session
 
-    session = start(p, Session)
+    session = start(p, Session, insert_now=False)
+    session.on_spawn = lambda loop: _save(p, p.record, first=True)  # the store waits; the command does not
     session.on_draw = on_draw
     if on_start:
         on_start(session)
@@ -168,7 +172,7 @@ def execute(p: Prepared, argv: Sequence[str], on_draw: Optional[Callable[[Loop],
             p.record["status"], p.record["exit_code"] = "failed", e.exit_code
             p.record["ended_at"] = p.record["started_at"]
             p.record["notes"].append(str(e))
-            _save(p, p.record)
+            _save(p, p.record, first=p.record.get("id") is None)
         raise
     return finish(p, session), outcome
 

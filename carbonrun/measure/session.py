@@ -18,14 +18,16 @@ from carbonrun.accounting.energy import Accountant
 from carbonrun.collectors.base import ATTRIBUTION_STEP_S, Meter
 from carbonrun.collectors.process import ProcessTree, spawn_in_cgroup
 from carbonrun.measure.loop import Hook, Loop, Outcome
-from carbonrun.measure.spawn import SI_KERNEL, SI_USER, TERMINATING, LaunchError, Waiter, block_signals, caller, spawn
+from carbonrun.measure.spawn import (SI_KERNEL, SI_USER, TERMINATING, LaunchError, Waiter, block_signals, caller,
+                                     spawn)
 
-__all__ = ["Session", "Outcome", "LaunchError", "block_signals", "spawn", "become_subreaper", "run_unmeasured",
-           "wait_for", "forward"]
+__all__ = ["Session", "Outcome", "LaunchError", "block_signals", "caller", "spawn", "become_subreaper",
+           "run_unmeasured", "wait_for", "forward"]
 FORWARDED = tuple(sorted(TERMINATING))  # every signal that would end carbonrun reaches the command instead
 INTERRUPTING = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
 WAITED = frozenset(TERMINATING | {signal.SIGCHLD})  # before the caller's ignored ones are left out
 ATTRIBUTION_STEP = ATTRIBUTION_STEP_S  # the old name; the period is collectors.base's
+HOOKS = {"on_draw": "the live table", "on_checkpoint": "checkpoints", "on_spawn": "storing the running record"}
 IDLE_WAIT_S = 60.0  # the longest sleep once measuring has stopped: any signal still wakes it
 
 
@@ -78,6 +80,7 @@ def wait_for(pid: int) -> int:
 def run_unmeasured(argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> int:
     """The command with no measuring at all, when carbonrun could not set one up: the same start, the
     same signals, its exit code. carbonrun's trouble never decides whether the command runs."""
+    block_signals()
     return wait_for(spawn(argv, env))
 
 
@@ -90,10 +93,13 @@ class Session(Loop):
         super().__init__(meters, accountant, interval, proc_root, clock, wall)
         self.pid = 0
         self.measuring = True  # False once a part of measuring failed: the command still runs to its end
+        self.on_spawn: Optional[Hook] = None  # once the command has started (the store's first insert)
         self._root_cpu = 0.0  # the child's own and reaped descendants' CPU, from wait4
 
     def run(self, argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> Outcome:
-        """Spawn argv and measure it until it exits. Call block_signals() before this.
+        """Spawn argv and measure it until it exits. Read caller() first thing in the program; the
+        signals are blocked here, just before the spawn, so that until then carbonrun stays as easy
+        to interrupt or end as any program (there is no command yet to pass a signal on to).
 
         Once the command has started, nothing on carbonrun's side (a meter, the store, the live table)
         can end this before the command does: a failing part stops, with a note, and the wait goes on."""
@@ -104,12 +110,15 @@ class Session(Loop):
             self.t0 = self.now = self.clock()
             self._stop_measuring("the opening reads", e)
         self._guard_hooks()
+        block_signals()
         # A job cgroup where allowed: the tree's CPU in one read (collectors/process.py:JobCgroup)
         self.pid, cgroup = spawn_in_cgroup(lambda: spawn(argv, env), self.proc_root)
         try:
             self.tree = ProcessTree(self.pid, self.proc_root, orphans_of=os.getpid(), cgroup=cgroup)
         except Exception as e:
             self._stop_measuring("the process tree", e)
+        if self.on_spawn is not None:
+            self.on_spawn(self)
         self._loop()
         return self._finish()
 
@@ -126,10 +135,10 @@ class Session(Loop):
                     hook(loop)
                 except Exception as e:
                     setattr(self, name, None)
-                    self.outcome.notes.append(f"{name[3:]} stopped: {type(e).__name__}: {e}")
+                    self.outcome.notes.append(f"{HOOKS[name]} stopped: {type(e).__name__}: {e}")
             return call
 
-        for name in ("on_draw", "on_checkpoint"):
+        for name in HOOKS:
             hook = getattr(self, name)
             if hook is not None:
                 setattr(self, name, guarded(name, hook))

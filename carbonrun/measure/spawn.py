@@ -2,11 +2,12 @@
 
 carbonrun is a Python process: the interpreter ignores SIGPIPE and SIGXFSZ, installs a SIGINT handler,
 and carbonrun blocks the signals it forwards. None of that may reach the command. So the caller's
-state is taken first thing (`block_signals`), and the command is spawned with every disposition back
-to default (real-time signals and glibc's two internal ones included) except those the caller itself
-ignored (nohup's SIGHUP, a background job's SIGINT), with the caller's signal mask, and with every
-file descriptor carbonrun opened closed. The umask, limits, cwd, environment, process group and
-terminal are never touched, so they pass through as they came.
+state is taken first thing (`caller()`), the signals are blocked just before the spawn
+(`block_signals`; until then carbonrun ends on them like any program), and the command is spawned
+with every disposition back to default (real-time signals and glibc's two internal ones included)
+except those the caller itself ignored (nohup's SIGHUP, a background job's SIGINT), with the caller's
+signal mask, and with every file descriptor carbonrun opened closed. The umask, limits, cwd,
+environment, process group and terminal are never touched, so they pass through as they came.
 
 posix_spawn is called through ctypes because Python's wrapper refuses signals 32 and 33 in its
 default set, and glibc otherwise leaves them ignored in the child; and sigtimedwait is called through
@@ -113,8 +114,9 @@ def _inherited_fds() -> Iterable[int]:
 
 
 def block_signals() -> None:
-    """Take the caller's state, then block the waited signals in this thread (and every thread started
-    after). Call it first thing, before any thread starts."""
+    """Take the caller's state (if not yet taken), then block the waited signals in this thread and
+    every thread started after. A run calls it just before the spawn; the gate and the sweep first
+    thing, so that a signal between two runs waits for them."""
     c = caller()
     if c.sigchld_ignored:  # an ignored SIGCHLD reaps children unseen: carbonrun must see its child exit
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)

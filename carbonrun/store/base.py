@@ -67,14 +67,27 @@ def parse_ref(ref: str) -> Tuple[str, Any]:
     return "bad", ref
 
 
+def text(s: str) -> str:
+    """`s` as valid Unicode: an argument that was not UTF-8 (a lone surrogate from the file system
+    encoding) is kept visibly as `\\udcff`, since databases refuse lone surrogates."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
+
+
 def finite(x: Any, path: str = "", bad: Optional[List[str]] = None) -> Any:
-    """`x` with NaN and infinities as None (JSON has neither); their paths are added to `bad`."""
+    """`x` with NaN and infinities as None (JSON has neither; their paths are added to `bad`) and
+    every string valid Unicode (`text`)."""
     if isinstance(x, float) and not math.isfinite(x):
         if bad is not None:
             bad.append(path or "value")
         return None
+    if isinstance(x, str):
+        return text(x)
     if isinstance(x, dict):
-        return {k: finite(v, f"{path}.{k}" if path else str(k), bad) for k, v in x.items()}
+        return {text(str(k)): finite(v, f"{path}.{k}" if path else str(k), bad) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [finite(v, f"{path}[{i}]", bad) for i, v in enumerate(x)]
     return x
@@ -378,10 +391,11 @@ class SqlStore(Store):
             where.append("started_ts >= ?")
             args.append(since_ts)
         if command:
+            command = text(command)
             where.append(self._command_filter())
             args.append("%" + command.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         if tags:
-            sql, more = self._tags_filter({str(k): str(v) for k, v in tags.items()})
+            sql, more = self._tags_filter({text(str(k)): text(str(v)) for k, v in tags.items()})
             where.append(sql)
             args += more
         if job is not None:

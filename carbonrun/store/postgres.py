@@ -261,8 +261,8 @@ class PgStore(SqlStore):
         body = json.dumps({**clean, "timeline": None} if "timeline" in clean else clean)
         cols = summary_row(clean)
         conn.execute(_UPSERT, (
-            record["uuid"], record["started_at"], started_ts, saved_ts, record["status"],
-            Jsonb(list(record["command"])), Jsonb(record.get("tags") or {}), owner, *cols.values(), body,
+            clean["uuid"], clean["started_at"], started_ts, saved_ts, clean["status"],
+            Jsonb(list(clean["command"])), Jsonb(clean.get("tags") or {}), owner, *cols.values(), body,
             None if timeline is None else json.dumps(timeline)))
         return int(conn.execute("SELECT id FROM carbonrun.runs WHERE uuid = %s", (record["uuid"],)).fetchone()[0])
 

@@ -99,16 +99,6 @@ def default_path(env: Optional[Dict[str, str]] = None) -> Path:
     return data_dir(env) / "runs.sqlite"
 
 
-@contextmanager
-def _private_umask() -> Iterator[None]:
-    """Files SQLite creates meanwhile (-journal, -wal, -shm) are readable by the owner only."""
-    old = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def check_directory(d: Path) -> None:
     """A store's directory must be the user's (or root's) and writable by no one else, as ssh wants
     of ~/.ssh: whoever may write there may swap the store or its -wal file. A sticky directory
@@ -178,6 +168,8 @@ class SqliteStore(SqlStore):
         if app_id not in (0, APPLICATION_ID):
             raise StoreError(f"{self.path} is an SQLite file of another application; it was left untouched:"
                              " pass --store PATH to use another file")
+        if app_id == APPLICATION_ID:
+            self._tighten()  # ours: private before SQLite creates -wal and -shm, which copy its mode
         return True
 
     def _create_file(self) -> None:
@@ -214,11 +206,12 @@ class SqliteStore(SqlStore):
             self._check_file()  # what was created is what we open (no link slipped in meanwhile)
         db = None
         try:
-            with _private_umask():
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                db.execute("PRAGMA busy_timeout = 30000")
-                self._migrate(db)
-                db.execute("SELECT max(id) FROM runs").fetchone()  # walks the table's edge: damage shows now
+            # -journal, -wal and -shm get the file's own mode (0600), whatever the umask: the process's
+            # umask is never changed (a tracked block's threads may be creating files meanwhile)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA busy_timeout = 30000")
+            self._migrate(db)
+            db.execute("SELECT max(id) FROM runs").fetchone()  # walks the table's edge: damage shows now
         except sqlite3.DatabaseError as e:
             if db is not None:
                 db.close()
@@ -334,8 +327,29 @@ class SqliteStore(SqlStore):
         with self._reading() as db:
             return list(db.execute(sql, tuple(args)))
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """An SQLite failure while writing becomes a StoreError naming the store (a lock: busy)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            busy = "locked" in str(e) or "busy" in str(e)
+            raise StoreError(f"the run store {self.path} is busy: another process holds its lock" if busy else
+                             f"the run store {self.path} failed: {e}") from None
+
     def begin(self, run: "RunRecord", started_ts: float) -> int:
         """Insert a starting run; returns its id (also written into the record)."""
+        with self._writing():
+            return self._begin(run, started_ts)
+
+    def save(self, run: "RunRecord") -> None:
+        """Write the record as it stands. A checkpoint of a running record is not synced to disk
+        (WAL keeps the file consistent; a power cut loses at most the last checkpoints); a
+        finished record is. A run whose start could not be stored (a lock) is inserted now."""
+        with self._writing():
+            self._save(run)
+
+    def _begin(self, run: "RunRecord", started_ts: float) -> int:
         record = writable(run)
         self._started[record["uuid"]] = started_ts
         db = self._connection()
@@ -351,7 +365,7 @@ class SqliteStore(SqlStore):
                 (record["uuid"], record["started_at"], started_ts, record["status"], json.dumps(record["command"]),
                  json.dumps(record["tags"]), owner_token()))
             record["id"] = cur.lastrowid
-            self.save(run)
+            self._save(run)
             if not outer:
                 db.execute("COMMIT")
         except BaseException:
@@ -361,15 +375,12 @@ class SqliteStore(SqlStore):
             raise
         return int(record["id"])
 
-    def save(self, run: "RunRecord") -> None:
-        """Write the record as it stands. A checkpoint of a running record is not synced to disk
-        (WAL keeps the file consistent; a power cut loses at most the last checkpoints); a
-        finished record is. A run whose start could not be stored (a lock) is inserted now."""
+    def _save(self, run: "RunRecord") -> None:
         record = writable(run)
         if record.get("id") is None:
             if record.get("uuid") not in self._started:
                 raise StoreError("the run was never inserted")
-            self.begin(run, self._started[record["uuid"]])
+            self._begin(run, self._started[record["uuid"]])
             return
         db = self._connection()
         keep = self._timeline_to_store

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import stat
 import time
 from typing import Any, Callable, List, Mapping, Optional, Tuple, TypeVar, Union
 
@@ -83,6 +84,17 @@ def iso(t: float) -> str:
     return _iso(t, utc=True, timespec="minutes")
 
 
+def _read_own(path: str) -> bytes:
+    """A cache file's bytes, only if it is a regular file of ours that no one else may write (a cache
+    in a directory others can write could otherwise feed the run any intensity)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise OSError(f"{path}: not a private file of ours")
+        return f.read(2 * MAX_BODY)
+
+
 class DiskCache:
     """Small JSON cache keyed by URL, each entry kept until the end of the data's validity.
 
@@ -102,11 +114,10 @@ class DiskCache:
         if not self.directory:
             return None
         try:
-            with open(self._path(url), encoding="utf-8") as f:
-                entry = json.load(f)
+            entry = json.loads(_read_own(self._path(url)))
             if entry.get("url") == url and float(entry["expires_at"]) > now:
                 return entry["body"]
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             pass
         return None
 
@@ -114,9 +125,9 @@ class DiskCache:
         if not self.directory or expires_at <= now:
             return
         try:
-            from carbonrun.files import write_atomic
+            from carbonrun.files import private_dirs, write_atomic
 
-            os.makedirs(self.directory, exist_ok=True)
+            private_dirs(self.directory)  # 0700 whatever the umask: no one else plants an answer
             write_atomic(self._path(url), json.dumps({"url": url, "fetched_at": now, "expires_at": expires_at,
                                                       "body": body}))
         except OSError:
