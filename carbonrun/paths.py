@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import List, Mapping, Optional
 
 APP = "carbonrun"
 _DEFAULTS = {"XDG_CONFIG_HOME": ".config", "XDG_DATA_HOME": ".local/share", "XDG_STATE_HOME": ".local/state",
@@ -56,6 +56,19 @@ def state_dir(env: Optional[Mapping[str, str]] = None) -> Path:
 def cache_dir(env: Optional[Mapping[str, str]] = None) -> Path:
     """Answers that can be fetched again (live intensity): $XDG_CACHE_HOME/carbonrun."""
     return xdg("XDG_CACHE_HOME", env) / APP
+
+
+def kept_dirs(env: Optional[Mapping[str, str]] = None) -> List[Path]:
+    """Where a record the store could not take is kept aside, in order: `kept` in the data directory;
+    only when that cannot be written, in the XDG state directory (often another file system), then in
+    a private directory under $TMPDIR or /tmp. `carbonrun sync` looks in each."""
+    tmp = _env(env).get("TMPDIR", "")
+    tmp_dir = Path(tmp if os.path.isabs(tmp) and os.path.isdir(tmp) else "/tmp") / f"{APP}-{os.geteuid()}"
+    out: List[Path] = []
+    for d in (data_dir(env), xdg("XDG_STATE_HOME", env) / APP, tmp_dir):
+        if d / "kept" not in out:
+            out.append(d / "kept")
+    return out
 
 
 def runtime_dir(env: Optional[Mapping[str, str]] = None) -> Path:

@@ -217,11 +217,17 @@ def fill(record: RunRecord, loop: Loop, intensity: Intensity, scc: Optional[Tupl
     return record
 
 
+def _sig(joules: float) -> float:
+    """Six significant digits: short JSON, yet a millijoule job keeps its figure (the totals are exact, and
+    the components must add up to them in every report)."""
+    return float(f"{joules:.6g}")
+
+
 def _component(m: Meter, machine_j: float, job_j: float, attribution: str) -> Component:
     counted = {"machine_j": machine_j, "job_j": job_j}[counted_key(attribution)]
     c: Component = {"component": m.component, "device": m.device, "source": m.source, "estimated": m.estimated,
-                    "counted": m.counted, "machine_j": round(machine_j, 3), "job_j": round(job_j, 3),
-                    "low_j": round(counted * m.low_factor, 3), "high_j": round(counted * m.high_factor, 3)}
+                    "counted": m.counted, "machine_j": _sig(machine_j), "job_j": _sig(job_j),
+                    "low_j": _sig(counted * m.low_factor), "high_j": _sig(counted * m.high_factor)}
     if hasattr(m, "touched"):  # GPUs: did the job's processes ever use it
         c["used_by_job"] = bool(m.touched)
     return c

@@ -47,7 +47,7 @@ def _tags(v: Any) -> Dict[str, str]:
     out = {}
     for item in items:
         if "=" not in item or not item.split("=", 1)[0]:
-            raise ValueError(f"tag {item!r} is not KEY=VALUE")
+            raise ValueError(f"tag {item!r} is not K=V (a key, =, a value)")
         k, val = item.split("=", 1)
         out[k] = val
     return out

@@ -26,10 +26,12 @@ class CLI:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CARBONRUN_")}
         self.env.update(
             HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"),
-            XDG_CACHE_HOME=str(home / "cache"), CARBONRUN_HOME=str(home / "store"),
+            XDG_CACHE_HOME=str(home / "cache"), XDG_STATE_HOME=str(home / "state"), TMPDIR=str(home / "tmp"),
+            CARBONRUN_HOME=str(home / "store"),
             CARBONRUN_RAPL_ROOT=str(home / "no-powercap"), PYTHONPATH=str(ROOT), NO_COLOR="1",
         )
         self.env.pop("LD_LIBRARY_PATH", None)
+        (home / "tmp").mkdir(exist_ok=True)  # last-resort files land here, never in the shared /tmp
 
     def argv(self, *args: str) -> List[str]:
         return [sys.executable, "-m", "carbonrun", *args]

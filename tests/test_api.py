@@ -130,6 +130,15 @@ def test_cpu_share_is_the_blocks_not_the_process_history(env):
     assert job(busy.record) > 3 * job(idle.record)
 
 
+def test_a_millijoule_blocks_components_add_up_to_its_total(env):
+    """Components are not rounded to whole millijoules: a short job's parts sum to its exact total."""
+    with carbonrun.track("tiny") as run:
+        burn(0.02)
+    r = run.record
+    parts = sum(c["job_j"] for c in r["components"] if c["counted"])
+    assert parts > 0 and parts == pytest.approx(r["energy"]["job_kwh"] * 3.6e6, rel=1e-4)
+
+
 def test_child_processes_of_the_block_count(env):
     code = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass\n"
     with carbonrun.track("children") as run:

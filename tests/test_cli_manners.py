@@ -158,10 +158,18 @@ def test_every_command_help_has_examples(cli, name):
     (["rm"], "Missing argument"),
     (["--pue", "1.1", "--bogus", "true"], "'carbonrun run --help'"),
     (["history", "--status", "lost"], "'carbonrun history --help'"),
+    (["prune", "--older-than", "1d"], "'1d' is not a valid number"),
 ])
 def test_click_usage_errors_are_one_line_with_where_to_look(cli, args, says):
     line = one_line_error(cli(*args))
     assert says in line and "Usage:" not in line and "--help" in line
+
+
+def test_bare_carbonrun_and_a_bad_tag_are_one_clear_line(cli):
+    assert "nothing to run" in one_line_error(cli()) and "carbonrun --help" in one_line_error(cli())
+    line = one_line_error(cli("--tag", "novalue", "--", "true"))
+    assert "'novalue' is not K=V" in line and "***" not in line  # not mistaken for a secret by the redaction
+    assert "is not K=V" in one_line_error(cli("history", "--tag", "novalue"))
 
 
 def test_unknown_run_id_exits_2_with_a_hint(cli):

@@ -1,9 +1,10 @@
 """carbonrun's own trouble never decides whether or how the command runs, nor its exit code.
 
 Real faults, as a user meets them: a full or read-only file system in a private mount namespace
-(root ignores file modes, so chmod would prove nothing), stderr closed, full or a broken pipe,
-signals and stop/continue sent to carbonrun itself, bad numbers, an empty command name, and live
-intensity servers on loopback that hang, drip or redirect. Every case asserts the command's exit code.
+(root ignores file modes, so chmod would prove nothing), a file-size limit, a store locked by another
+process, stderr closed, full or a broken pipe, signals and stop/continue sent to carbonrun itself, a
+device that never answers before the start, bad numbers, an empty command name, and live intensity
+servers on loopback that hang, drip or redirect. Every case asserts the command's exit code.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def in_namespace(cli, setup: str, *args: str, cwd=None, timeout: float = 30) -> 
 def kept_aside(directory: Path) -> List[dict]:
     """Records carbonrun kept in private files of their own (the store's last resort)."""
     out = []
-    for f in sorted(directory.glob("carbonrun-*.json")):
+    for f in sorted(directory.glob("**/kept/carbonrun-*.json")):  # $CARBONRUN_HOME/kept, else XDG state's
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
         out.append(json.loads(f.read_text()))
     return out
@@ -58,6 +59,7 @@ def test_a_full_disk_at_start_is_a_warning_and_the_command_runs(cli):
     assert p.stdout == b"ran\n"
     err = p.stderr.decode()
     assert "warning" in err and "full" in err and "Traceback" not in err
+    assert "move it aside" not in err  # a full disk is not the store file's fault
     [rec] = kept_aside(cli.home)
     assert rec["exit_code"] == 7 and rec["status"] == "failed"
 
@@ -91,6 +93,16 @@ def test_nowhere_to_keep_the_record_keeps_it_in_the_summary(cli):
                      cwd="/")
     assert p.returncode == 9, p.stderr.decode()
     assert b"only in this summary" in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_a_file_size_limit_below_the_store_keeps_the_exit_code(cli):
+    """`ulimit -f 4` (4 KiB): every file carbonrun writes fails (SIGXFSZ, then EFBIG), the command's own
+    small output does not; the record survives in the summary."""
+    argv = cli.argv("--quiet", "--", "sh", "-c", "echo ran; exit 3")
+    p = subprocess.run(["sh", "-c", 'ulimit -f 4; exec "$@"', "sh", *argv], capture_output=True, env=cli.env,
+                       cwd=cli.home, timeout=60)
+    assert p.returncode == 3, p.stderr.decode()
+    assert p.stdout == b"ran\n" and b"only in this summary" in p.stderr and b"Traceback" not in p.stderr
 
 
 def test_a_locked_store_does_not_delay_the_start(cli, tmp_path):
@@ -277,3 +289,24 @@ def test_carbonrun_stuck_before_the_start_still_ends_on_a_signal(cli, tmp_path, 
             p.wait()
     assert p.returncode == code, p.stderr.read().decode()
     assert not marker.exists()
+
+
+def test_the_unmeasured_fallback_keeps_the_start_state_signals_and_exit_code(cli):
+    """What a run falls back to when the measurement cannot be set up: the same start, signals passed on."""
+    script = ("import sys; from carbonrun.measure.session import caller, run_unmeasured; caller();"
+              " sys.exit(run_unmeasured(sys.argv[1:]))")
+    child = "grep -E '^SigIgn' /proc/self/status; echo ready; exec sleep 20"
+    p = subprocess.Popen([sys.executable, "-c", script, "sh", "-c", child], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=cli.env, cwd=cli.home)
+    try:
+        ignored = p.stdout.readline()
+        assert p.stdout.readline() == b"ready\n"
+        os.kill(p.pid, signal.SIGALRM)
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    direct = subprocess.run(["grep", "-E", "^SigIgn", "/proc/self/status"], capture_output=True).stdout
+    assert ignored == direct
+    assert p.returncode == 128 + signal.SIGALRM, p.stderr.read().decode()

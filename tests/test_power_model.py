@@ -131,8 +131,9 @@ def test_estimate_command_json(cli):
     assert out["error"]["range_coverage"] >= 0.9
     here = cli("estimate")
     assert here.returncode == 0 and b"W at 100% load" in here.stdout and b"method:" in here.stdout
-    bad = cli("estimate", "--load", "101")
-    assert bad.returncode == 2 and bad.stderr.startswith(b"carbonrun: error:")
+    for load in ("101", "nan"):
+        bad = cli("estimate", "--load", load)
+        assert bad.returncode == 2 and bad.stderr.startswith(b"carbonrun: error:") and not bad.stdout, load
 
 
 # -- exact integration of a time-varying intensity inside each step -------------------------------------

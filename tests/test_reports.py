@@ -254,6 +254,9 @@ def test_statement_of_a_failed_and_a_never_started_run(cli):
     text = report(cli, "statement")
     assert text.startswith("The command never started (exit code 127: not found)") and "unknown" not in text
     assert "never started" in report(cli, "table")
+    md = report(cli, "markdown")
+    assert "never started (not found, exit 127)" in md and "| Energy |" not in md  # no table of zeros
+    assert "exact counters" not in report(cli, "html")
 
 
 # -- the terminal summary --------------------------------------------------------------------------------
@@ -279,6 +282,17 @@ def test_summary_at_40_columns_shows_every_value_whole():
     assert "\u2026" not in narrow and "..." not in narrow
     for figure in ("1,500 J", "6,000 J", "4,200 J", "3.630 Wh", "203.3 mg", "$0.000039", "~520 mg"):
         assert figure in wide and figure in narrow, figure  # never cut or wrapped inside a figure
+
+
+def test_brief_notes_never_cut_inside_parentheses_nor_hide_where_the_record_went():
+    rec = gpu_run()
+    rec["id"] = None
+    rec["notes"] = ["the run store postgresql://u:***@db/x was unreachable (connection failed: refused);"
+                    " the run was kept in /home/u/spool until `carbonrun sync` sends it",
+                    "tool broke (error: bad thing) here: the long details nobody needs in a summary"]
+    text = table.render(rec, width=0)
+    assert "kept in /home/u/spool until `carbonrun sync`" in text
+    assert "tool broke (error: bad thing) here" in text and "nobody needs" not in text
 
 
 def test_compare_puts_each_row_in_one_unit_and_marks_estimates():

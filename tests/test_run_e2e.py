@@ -198,3 +198,18 @@ def test_orphaned_grandchild_cpu_is_the_jobs(cli):
     p = cli("--quiet", "--", "sh", "-c", script)
     assert p.returncode == 0, p.stderr.decode()
     assert cli.record()["usage"]["job_cpu_s"] >= 0.45
+
+
+def test_json_dash_writes_the_record_to_stdout_after_the_commands_output(cli):
+    p = cli("--quiet", "--json", "-", "--", "sh", "-c", "echo out")
+    assert p.returncode == 0, p.stderr.decode()
+    first, rest = p.stdout.split(b"\n", 1)
+    assert first == b"out" and json.loads(rest) == cli.record()
+    assert not (cli.home / "-").exists()
+
+
+def test_a_failed_metrics_export_is_a_warning_line_even_when_quiet(cli, tmp_path):
+    p = cli("--quiet", "--prometheus-textfile", str(tmp_path / "no" / "such" / "dir"), "--", "sh", "-c", "exit 4")
+    assert p.returncode == 4
+    lines = p.stderr.decode().splitlines()
+    assert any(line.startswith("carbonrun: warning: could not write the Prometheus textfile") for line in lines), lines

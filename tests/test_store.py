@@ -143,7 +143,7 @@ def test_random_bytes_store_is_refused_and_left_untouched(cli, tmp_path, command
         assert p.returncode == 0, err
         assert err.startswith("carbonrun: warning: ") and "not a carbonrun store" in err.splitlines()[0]
         assert marker.exists()
-        assert list((Path(cli.env["CARBONRUN_HOME"])).glob("carbonrun-*.json"))
+        assert list((Path(cli.env["CARBONRUN_HOME"]) / "kept").glob("carbonrun-*.json"))
     else:
         assert p.returncode == 2, err
         assert err.count("\n") == 1 and err.startswith("carbonrun: error: ") and "not a carbonrun store" in err
@@ -309,6 +309,22 @@ def test_brief_query_leaves_out_only_the_timeline(tmp_path):
     full, brief = st.query()[0], st.query(brief=True)[0]
     assert full["timeline"] == rec["timeline"] and "timeline" not in brief
     assert {k: v for k, v in full.items() if k != "timeline"} == brief
+
+
+def test_a_full_disk_is_named_not_hidden_by_the_rollback(tmp_path):
+    """SQLite rolls back by itself on SQLITE_FULL; the store must not then fail its own ROLLBACK."""
+    from carbonrun.record import new_record
+
+    store = Store(tmp_path / "runs.sqlite")
+    rec = new_record(["true"], {}, {}, "process", 0.1, 0.0)
+    store.begin(rec, 0.0)
+    db = sqlite3.connect(tmp_path / "runs.sqlite")
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.close()
+    store._connection().execute(f"PRAGMA max_page_count = {pages}")  # a full disk, for this connection
+    rec["notes"] = ["x" * 100_000]
+    with pytest.raises(StoreError, match="failed: database or disk is full"):
+        store.save(rec)
 
 
 def test_a_uuid_prefix_of_digits_only_still_finds_its_run(tmp_path):

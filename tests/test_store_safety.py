@@ -59,7 +59,7 @@ def test_a_store_that_is_not_a_file_of_ours_is_refused_and_the_command_still_run
     assert first.startswith("carbonrun: warning: ") and KINDS[name] in first and str(path) in first, err
     assert {q.name: snapshot(q) for q in odd.iterdir()} == before  # modes, owners, sizes, times: unchanged
     assert not (odd / "nowhere.sqlite").exists()  # a dangling link never creates its target
-    kept = list(Path(cli.env["CARBONRUN_HOME"]).glob("carbonrun-*.json"))
+    kept = list((Path(cli.env["CARBONRUN_HOME"]) / "kept").glob("carbonrun-*.json"))
     assert len(kept) == 1 and json.loads(kept[0].read_text())["exit_code"] == 5  # the record is not lost
     assert stat.S_IMODE(kept[0].stat().st_mode) == 0o600
     r = cli("history", "--store", str(path), timeout=20)

@@ -273,6 +273,13 @@ def test_repeats_use_medians():
     assert p.status == "failed" and not p.ok
 
 
+def test_si_figures_never_use_exponents():
+    assert core.si(9.3e-05, "J*s") == "93.0 \u00b5J*s" and core.si(0.00593, "J*s") == "5.93 mJ*s"
+    assert core.si(2.03, "W") == "2.03 W" and core.si(1234.5, "W") == "1.23 kW" and core.si(999.9, "W") == "1.00 kW"
+    assert core.si(0.0, "W") == "0 W"
+    assert all("e" not in core.si(10.0 ** -k, "s").split()[0] for k in range(15))
+
+
 def test_parsing_binding_and_placeholders():
     assert core.parse_limits("150, 200,187.5") == [150.0, 200.0, 187.5]
     for bad in ("150,150", "0", "-5", "x", ""):

@@ -150,6 +150,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     except click.exceptions.Abort:
         exits.fail("aborted", 130)
     except click.ClickException as e:
+        if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # bare `carbonrun` (click 8.2+)
+            exits.fail("nothing to run: give a COMMAND (carbonrun python train.py) or a subcommand"
+                       " (see 'carbonrun --help')", 2)
         exits.fail(usage_line(e, args), e.exit_code)
     except Exception as e:
         exits.handle(e, exits.debugging(args))

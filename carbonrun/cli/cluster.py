@@ -1,42 +1,88 @@
-"""Cluster commands: `sync` (send spooled runs to PostgreSQL) and `report --job ID` (one job, all nodes)."""
+"""Cluster commands: `sync` (send spooled runs to PostgreSQL, import kept-aside records into the store) and
+`report --job ID` (one job, all nodes)."""
 from __future__ import annotations
 
 import json
-from typing import Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, List, Optional
 
 import click
 
+from carbonrun import sanitize
 from carbonrun.cli.history import store_spec
-
 from carbonrun.errors import CarbonrunError
+
+if TYPE_CHECKING:
+    from carbonrun.store.base import Store
 
 JOB_FORMATS = ("table", "json")
 
 
-@click.command(epilog="Examples:\n\n  carbonrun sync\n\n  carbonrun sync --store postgresql://carbonrun@db/carbonrun")
-@click.option("--store", metavar="URL", help="The PostgreSQL store [env CARBONRUN_STORE, config `store`].")
+@click.command(epilog="Examples:\n\n  carbonrun sync\n\n  carbonrun sync --store postgresql://carbonrun@db/carbonrun"
+               "\n\n  carbonrun sync --store runs.sqlite")
+@click.option("--store", metavar="PATH|URL", help="The store to put them in [env CARBONRUN_STORE, config `store`;"
+              " default: runs.sqlite in the data directory].")
 def sync(store: Optional[str]) -> int:
-    """Send the runs kept locally while the PostgreSQL store was unreachable.
+    """Put into the store the runs it could not take when they ran.
 
-    Safe to repeat or to run twice at once: a run is sent once (by uuid) and its local copy is
-    removed only after the database has it. Exits 1 when some runs could not be sent.
+    Two kinds wait. Runs spooled while a PostgreSQL store was unreachable are sent to it (give its
+    URL). Records kept aside when a store failed (a full or read-only disk, a lock, a refused path),
+    in the data directory's `kept` folder (else $XDG_STATE_HOME/carbonrun/kept, else
+    $TMPDIR/carbonrun-UID/kept), are imported into the store, whatever its kind; a stored checkpoint
+    of the same run is completed by the kept final record.
+
+    Safe to repeat or to run twice at once: a run is stored once (by uuid) and its file is removed
+    only after the store gives the run back. A damaged file stays where it is, named on stderr.
+    One line per run, then a count.
+
+    \b
+    Exit status:
+      0  everything went in, or nothing was waiting
+      1  some runs could not be sent or imported (their files stay)
+      2  the store cannot take them (`none`, or spooled runs and no postgresql:// URL)
     """
-    from carbonrun.store import postgres as pgstore
     from carbonrun import store as stores
-    from carbonrun.store.base import StoreError
+    from carbonrun.store import kept
+    from carbonrun.store import postgres as pgstore
 
     spec, waiting = store_spec(store), pgstore.pending()
-    if not waiting:
-        click.echo("nothing to sync: no spooled runs")
+    files, refused = kept.pending()
+    if not waiting and not files and not refused:
+        click.echo("nothing to sync: no spooled or kept-aside runs")
         return 0
-    if spec is None or not stores.is_url(spec):
+    ok = True
+    if waiting and stores.is_url(spec):
+        ok = _send_spooled(str(spec), len(waiting))
+    elif waiting and not files:
         raise CarbonrunError(f"{len(waiting)} spooled run(s) wait in {pgstore.spool_dir()}: pass --store"
                              " postgresql://... (the store is not a PostgreSQL URL)", 2)
+    elif waiting:
+        _warn(f"{len(waiting)} spooled run(s) wait in {pgstore.spool_dir()} for a PostgreSQL store:"
+              " carbonrun sync --store postgresql://... sends them")
+    if files or refused:
+        ok = _import_kept(stores.open_store(spec), files) and ok
+    return 0 if ok else 1
+
+
+def _say(line: str) -> None:
+    click.echo(sanitize.terminal(line), err=True)
+
+
+def _warn(line: str) -> None:
+    _say(f"carbonrun: warning: {line}")
+
+
+def _send_spooled(spec: str, waiting: int) -> bool:
+    """Send the PostgreSQL spool; False when some runs stay in it."""
+    from carbonrun.store import postgres as pgstore
+    from carbonrun.store.base import StoreError
+
     pg = pgstore.PgStore(spec)
     try:
         sent, errors, others = pg.sync()
     except StoreError as e:
-        raise CarbonrunError(f"{e}; {len(waiting)} spooled run(s) stay in {pg.spool}", 1) from None
+        click.echo(f"carbonrun: error: {e}; {waiting} spooled run(s) stay in {pg.spool}", err=True)
+        return False
     finally:
         pg.close()
     click.echo(f"sent {sent} spooled run(s) to {pg.where}")
@@ -44,7 +90,38 @@ def sync(store: Optional[str]) -> int:
         click.echo(f"{others.count(target)} spooled run(s) are for {target}: carbonrun sync --store <that URL>")
     for error in errors:
         click.echo(f"not sent: {error}", err=True)
-    return 1 if errors else 0
+    return not errors
+
+
+def _import_kept(st: "Store", files: List[Path]) -> bool:
+    """Import the kept-aside records (store/kept.py): a line per file, then the count; False when
+    some stay where they are."""
+    from carbonrun.store import kept
+    from carbonrun.store.base import StoreError
+
+    try:
+        outcomes = kept.import_kept(st)
+    except StoreError as e:
+        if st.kind == "none":
+            raise CarbonrunError(f"{len(files)} kept-aside run(s) wait: {e}", 2) from None
+        where = ", ".join(sorted({str(f.parent) for f in files}))
+        _say(f"carbonrun: error: {e}; {len(files)} kept-aside run(s) stay in {where}")
+        return False
+    finally:
+        st.close()
+    for o in outcomes:
+        if o.result == kept.IMPORTED:
+            click.echo(sanitize.terminal(f"imported {o.detail} from {o.path}"))
+        elif o.result == kept.COMPLETED:
+            click.echo(sanitize.terminal(f"completed {o.detail} (the store held a checkpoint) from {o.path}"))
+        elif o.result == kept.STORED:
+            click.echo(sanitize.terminal(f"already stored: {o.detail}; {o.path} removed"))
+        else:
+            _warn(f"{o.path} left in place: {o.result}: {o.detail}")
+    done, stored, left = kept.outcomes_summary(outcomes)
+    click.echo(f"imported {done} kept-aside run(s) into {sanitize.terminal(st.where)}"
+               f" ({stored} already stored, {left} left in place)")
+    return left == 0
 
 
 def report_job(job_id: str, fmt: str, output: Optional[str], store: Optional[str]) -> int:

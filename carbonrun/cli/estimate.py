@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional
 
 import click
 
+from carbonrun.cli.numbers import FiniteRange
 from carbonrun.errors import CarbonrunError
 
 
@@ -56,14 +57,14 @@ def _text(f: Dict[str, Any]) -> str:
 @click.option("--threads", type=click.IntRange(1, 1 << 20), metavar="N",
               help="Hardware threads (a VM: its vCPUs) [default: this machine's].")
 @click.option("--chips", type=click.IntRange(1, 64), metavar="C", help="CPU packages [default: this machine's].")
-@click.option("--memory-gb", type=click.FloatRange(0.1, 1 << 20), metavar="G",
+@click.option("--memory-gb", type=FiniteRange(0.1, 1 << 20), metavar="G",
               help="Memory in GB [default: this machine's].")
-@click.option("--tdp", type=click.FloatRange(1, 2000), metavar="W",
+@click.option("--tdp", type=FiniteRange(1, 2000), metavar="W",
               help="TDP per chip in watts [default: the CPU table's, else the architecture's median].")
 @click.option("--vendor", metavar="NAME",
               help="System vendor (Dell, Lenovo, ...) [default: this machine's DMI vendor].")
 @click.option("--vm/--no-vm", "vm", default=None, help="A VM's share of a typical host [default: detected].")
-@click.option("--load", type=click.FloatRange(0, 100), metavar="PCT", default=100.0, show_default=True,
+@click.option("--load", type=FiniteRange(0, 100), metavar="PCT", default=100.0, show_default=True,
               help="CPU load in percent.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def estimate(cpu_model: Optional[str], threads: Optional[int], chips: Optional[int], memory_gb: Optional[float],

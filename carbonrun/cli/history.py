@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import time
+from itertools import starmap
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import click
@@ -19,6 +20,7 @@ from carbonrun.cli.numbers import FiniteRange
 from carbonrun import files, timefmt
 from carbonrun.errors import CarbonrunError
 from carbonrun.record import STATUSES
+from carbonrun.report import text as tx
 from carbonrun.report import units
 
 if TYPE_CHECKING:
@@ -219,46 +221,58 @@ def parse_tags(items: Sequence[str]) -> Dict[str, str]:
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--tag")
+            raise click.BadParameter(f"{item!r} is not K=V (a key, =, a value)", param_hint="--tag")
         out[key] = value
     return out
 
 
-def _history_cells(r: dict) -> Dict[str, str]:
-    """A run's figures at the precision its range allows, estimates marked `~` (report/units.py)."""
+HISTORY_HEADS = ["id", "started", "status", "duration", "energy", "CO2eq", "g/kWh", "command"]
+
+
+def _history_row(r: dict, commands: Dict[Tuple[Any, ...], str]) -> List[str]:
+    """A run's cells in HISTORY_HEADS order: figures at the precision its range allows, estimates
+    marked `~` (report/units.py), the command line and tags made printable.
+
+    A list, not a dict, and the command text looked up in `commands` (raw argv and tags text ->
+    printable line): a listing formats 100,000 rows, and most of them repeat a few commands."""
     never = units.never_started(r)
     if never:
         energy = co2 = "-"
-    else:  # figures() without its ranges, which a listing does not show (100,000 rows must be quick)
+    else:  # figures() without its ranges, which a listing does not show
         kwh, low, high = units.energy_bounds(r)
         d = units.digits_for(kwh, low, high)
         mark = units.ESTIMATE if units.is_estimated(r) else ""
         energy = mark + units.energy(kwh, d)
         co2 = mark + units.mass(float((r.get("emissions") or {}).get("kg") or 0.0), d)
     g = (r.get("intensity") or {}).get("g_per_kwh")
-    return {"id": str(r.get("id")), "started": (r.get("started_at") or "")[:16].replace("T", " "),
-            "status": r.get("status", "") if not never else "not started",
-            "duration": units.duration(r.get("duration_s") or 0),
-            "energy": energy, "CO2eq": co2, "g/kWh": units.intensity(g) if g is not None else "-"}
+    tags = r.get("tags")
+    tags = " ".join(starmap("{}={}".format, tags.items())) if tags else ""
+    argv = r.get("command", [])
+    try:
+        key = (*argv, tags)  # the argv's words and the tags' text fully decide the line
+        command = commands[key]
+    except (KeyError, TypeError):  # TypeError: words that are not text, which one_line reports
+        command = tx.printable(one_line(argv) + (f"  {tags}" if tags else ""))
+        if isinstance(argv, list):
+            commands[key] = command
+    return [str(r.get("id")), (r.get("started_at") or "")[:16].replace("T", " "),
+            r.get("status", "") if not never else "not started", units.duration(r.get("duration_s") or 0),
+            energy, co2, units.intensity(g) if g is not None else "-", command]
 
 
 def history_table(records: List[dict], color: bool, width: int) -> str:
     """One line per run; on a narrow terminal g/kWh, duration and started go before the figures do."""
-    from carbonrun.report import text as tx
     from carbonrun.report.table import STATUS_STYLE
 
-    cells = [_history_cells(r) for r in records]
-    heads = ["id", "started", "status", "duration", "energy", "CO2eq", "g/kWh", "command"]
-    rows = []
-    for r, c in zip(records, cells):
-        tags = " ".join(f"{k}={v}" for k, v in (r.get("tags") or {}).items())
-        command = one_line(r.get("command", [])) + (f"  {tags}" if tags else "")
-        rows.append([c[h] for h in heads[:-1]] + [tx.printable(command)])
-    lines = tx.table(heads, rows, width, right=(0, 3, 4, 5, 6), drop=(6, 3, 1), flex=7, color=color)
+    commands: Dict[Tuple[Any, ...], str] = {}
+    rows = [_history_row(r, commands) for r in records]
+    lines = tx.table(HISTORY_HEADS, rows, width, right=(0, 3, 4, 5, 6), drop=(6, 3, 1), flex=7, color=color)
     if color:
-        for i, c in enumerate(cells, start=1):
-            lines[i] = lines[i].replace(c["status"], tx.style(c["status"], STATUS_STYLE.get(c["status"]), color), 1)
-    legend = [f"{tx.style('~', 'dim', color)} estimated"] if any(c["energy"].startswith("~") for c in cells) else []
+        for i, row in enumerate(rows, start=1):
+            status = row[2]
+            lines[i] = lines[i].replace(status, tx.style(status, STATUS_STYLE.get(status), color), 1)
+    estimated = any(row[4].startswith(units.ESTIMATE) for row in rows)
+    legend = [f"{tx.style('~', 'dim', color)} estimated"] if estimated else []
     return "\n".join(lines + legend) + "\n"
 
 
@@ -290,7 +304,7 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
                      summary=fmt in ("table", "markdown"))  # a listing reads small columns, no records
     import gc
 
-    gc.freeze()  # the records live until exit: collections while formatting 100,000 rows need not scan them
+    gc.disable()  # the records live until exit and a listing makes no cycles: collections would only rescan rows
     warn_skipped(st)
     if fmt == "table":
         if not records:

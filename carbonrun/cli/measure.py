@@ -16,6 +16,10 @@ from carbonrun.record import public
 from carbonrun.settings import Settings
 
 
+# Notes that say something the user asked for did not happen: each is also a warning line, even under --quiet.
+WARNED_NOTES = (STORE_FAILED, "could not write the Prometheus textfile", "could not push metrics")
+
+
 def measure_options(command: Sequence[str], params: Dict[str, Any]) -> int:
     """`carbonrun run` from parsed options (click's or the fast path's): settings, then measure."""
     caller()  # the state to start the command in, before carbonrun changes any (signals block at the spawn)
@@ -89,8 +93,8 @@ def measure(argv: List[str], st: Settings, verbose: bool = False) -> int:
         if st.json:
             _write_json(st.json, dict(public(record)))
         summary(dict(record), quiet=st.quiet, verbose=verbose)
-        for note in record.get("notes") or []:  # where the record went instead, in full, whatever the summary
-            if note.startswith(STORE_FAILED):
+        for note in record.get("notes") or []:  # what failed on carbonrun's side, in full, whatever the summary
+            if note.startswith(WARNED_NOTES):
                 say(f"carbonrun: warning: {note}")
     except Exception as e:  # a closed, full or broken stderr: the command's exit code still tells
         say(f"carbonrun: warning: the summary could not be shown ({_what(e)})")
@@ -130,10 +134,17 @@ def _isatty(stream: Any) -> bool:
 
 
 def _write_json(path: str, record: dict) -> None:
+    """The record to FILE, or to stdout for `-` (after the command's own output: it has ended)."""
+    text = json.dumps(record, indent=2) + "\n"
     try:
-        files.write_atomic(path, json.dumps(record, indent=2) + "\n")
-    except OSError as e:
-        say(f"carbonrun: warning: cannot write {path}: {e.strerror}")
+        if path == "-":
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            files.write_atomic(path, text)
+    except (OSError, ValueError, AttributeError) as e:
+        where = "stdout" if path == "-" else path
+        say(f"carbonrun: warning: cannot write {where}: {getattr(e, 'strerror', None) or e}")
 
 
 def summary(record: dict, quiet: bool, verbose: bool = False) -> None:

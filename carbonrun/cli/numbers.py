@@ -14,7 +14,7 @@ import click
 class FiniteRange(click.FloatRange):
     """click.FloatRange that refuses NaN and the infinities."""
 
-    name = "finite float range"
+    name = "number"  # click says "'1d' is not a valid number"
 
     def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
         x = super().convert(value, param, ctx)

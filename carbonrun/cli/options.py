@@ -59,7 +59,7 @@ RUN_ONLY: Tuple[Opt, ...] = (
     Opt("quiet", ("--quiet", "-q"), None, "No live table; a one-line summary."),
     Opt("no_live", ("--no-live",), None, "No live table; the summary at the end."),
     Opt("verbose", ("--verbose", "-v"), None, "A longer summary: provenance, CPU usage and every note in full."),
-    Opt("json_path", ("--json",), "FILE", "Also write the run record to FILE."),
+    Opt("json_path", ("--json",), "FILE", "Also write the run record to FILE (-: stdout, after the command's output)."),
     Opt("start_within", ("--start-within",), "DURATION", "Wait for the lowest forecast intensity within "
         "DURATION (6h, 1h30m, 2d), then run; Ctrl-C while waiting cancels."),
     Opt("expected_duration", ("--expected-duration",), "DURATION",

@@ -214,7 +214,7 @@ def finish(p: Prepared, loop: Loop) -> RunRecord:
 
 
 def _save(p: Prepared, record: RunRecord, first: bool = False) -> None:
-    """Store the record; if the store fails, keep it in a file beside it and say where."""
+    """Store the record; if the store fails, keep it aside in a private file (store/kept.py) and say where."""
     from carbonrun.measure.launcher import mark
     from carbonrun.record import to_json
 
@@ -233,5 +233,7 @@ def _save(p: Prepared, record: RunRecord, first: bool = False) -> None:
             record["notes"].append(f"{STORE_FAILED} ({e}) and no file could take the record "
                                    f"({getattr(e2, 'strerror', None) or e2}); it is only in this summary")
             return
-        record["notes"].append(f"{STORE_FAILED} ({e}); the record was written to {fallback}")
+        from carbonrun.store.kept import SYNC_HINT  # only when the store failed
+
+        record["notes"].append(f"{STORE_FAILED} ({e}); the record was written to {fallback} {SYNC_HINT}")
 

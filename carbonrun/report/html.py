@@ -266,7 +266,8 @@ def cards(r: dict) -> str:
     kg, kg_lo, kg_hi = units.mass_bounds(r)
     est = units.is_estimated(r)
     rng = f"; range {units.between(units.energy, lo, hi, d)}" if est and hi > lo else ""
-    kg_rng = f"range {units.between(units.mass, kg_lo, kg_hi, d)}" if est and kg_hi > kg_lo else "exact counters"
+    kg_rng = (f"range {units.between(units.mass, kg_lo, kg_hi, d)}" if est and kg_hi > kg_lo
+              else "nothing measured" if units.measured_label(r) == "unmeasured" else "exact counters")
     g = ci.get("g_per_kwh")
     out = [_card("Energy", f["mark"] + f["energy_value"],
                  f"{units.measured_label(r)}; {which} x PUE {units.sig(float(e.get('pue') or 1), 3)}{rng}"),

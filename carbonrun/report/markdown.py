@@ -74,9 +74,13 @@ def components(record: dict) -> List[str]:
 
 def render(record: dict, *, color: bool = False, width: int = 100) -> str:
     rid = f"run #{record['id']}" if record.get("id") is not None else "run"
-    out = [f"#### carbonrun {rid}: {cell(record.get('status'))}", "", f"Command: {_command(record)}", "",
-           "| | |", "|---|---|", *figures(record), ""]
-    if record.get("components"):
+    out = [f"#### carbonrun {rid}: {cell(record.get('status'))}", "", f"Command: {_command(record)}", ""]
+    if units.never_started(record):  # no table of zeros that reads like a measurement
+        why = "not found" if record.get("exit_code") == 127 else "not executable"
+        out += [f"The command never started ({why}, exit {record.get('exit_code')}); nothing was measured.", ""]
+    else:
+        out += ["| | |", "|---|---|", *figures(record), ""]
+    if record.get("components") and not units.never_started(record):
         out += [*components(record), ""]
     notes = record.get("notes") or []
     if notes:

@@ -78,15 +78,26 @@ def _equivalent(kg: float) -> Optional[str]:
     return equivalent(kg)
 
 
-_CLAUSE = re.compile(r"^(.{12,}?)(?:: |; )")
+# Where the record went (or that it went nowhere) is the point of these notes: never shortened.
+_WHOLE = ("the run store", "not stored")
+
+
+def _first_clause(note: str) -> Optional[str]:
+    """The text before the first ": " or "; " outside parentheses (an error quoted in parentheses has its
+    own colons), at least 12 characters long; None when there is no such clause."""
+    depth = 0
+    for i, ch in enumerate(note):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and i >= 12 and ch in ":;" and note[i + 1:i + 2] == " ":
+            return note[:i]
+    return None
 
 
 def brief(note: str) -> str:
     """A note's first clause, keeping a short closing fix in parentheses ("(set --region)")."""
-    m = _CLAUSE.match(note)
-    if not m:
+    head = None if note.startswith(_WHOLE) else _first_clause(note)
+    if head is None:
         return note
-    head = m.group(1)
     fix = re.search(r"\(([^()]{1,30})\)\s*$", note)
     return f"{head} ({fix.group(1)})" if fix and fix.group(1) not in head else head
 

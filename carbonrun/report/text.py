@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 import textwrap
+from itertools import starmap
 from typing import List, Optional, Sequence
+
+from carbonrun.sanitize import terminal
 
 STYLES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
 LABEL = 12  # the width of the label column in a summary
@@ -17,12 +20,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def printable(text: str) -> str:
     """Text from a record with control characters shown, never sent to the terminal."""
-    try:
-        from carbonrun.sanitize import terminal
-
-        return str(terminal(text))
-    except ImportError:
-        return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return terminal(text)
 
 
 def style(text: str, name: Optional[str], color: bool) -> str:
@@ -63,9 +61,8 @@ def table(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, ri
     characters; when even that does not fit, each row is stacked: its first cell, then `head value`
     pairs packed into lines. Figures are never cut."""
     keep = list(range(len(heads)))
-    cells = [list(r) for r in rows]
-    columns = list(zip(*cells)) if cells else [()] * len(heads)
-    widths = [max([len(h), *map(len, col)]) for h, col in zip(heads, columns)]
+    columns = list(zip(*rows)) if rows else [()] * len(heads)
+    widths = [max(len(h), max(map(len, col), default=0)) for h, col in zip(heads, columns)]
 
     def total(cols: List[int]) -> int:
         return sum(min(widths[i], 12) if i == flex else widths[i] for i in cols) + gap * (len(cols) - 1)
@@ -75,19 +72,17 @@ def table(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int, *, ri
             break
         keep.remove(i)
     if width > 0 and total(keep) > width:
-        return _stacked(heads, cells, width)
+        return _stacked(heads, rows, width)
     if width > 0 and flex is not None and flex in keep:
         room = width - (total(keep) - min(widths[flex], 12))
-        for r in cells:
-            r[flex] = r[flex] if len(r[flex]) <= room else r[flex][:room - 3] + "..."
-        widths[flex] = max([len(heads[flex])] + [len(r[flex]) for r in cells])
-    # One format string for every row: a listing lays out 100,000 of them.
-    fmt = (" " * gap).join("{:%s%d}" % (">" if i in right else "<", widths[i]) for i in keep)
-
-    def line(cells: Sequence[str]) -> str:
-        return fmt.format(*[cells[i] for i in keep]).rstrip()
-
-    return [style(line(heads), "bold", color)] + [line(r) for r in cells]
+        if widths[flex] > room:  # copies only the rows of a table that must be cut
+            rows = [[*r[:flex], r[flex] if len(r[flex]) <= room else r[flex][:room - 3] + "...", *r[flex + 1:]]
+                    for r in rows]
+            widths[flex] = max([len(heads[flex])] + [len(r[flex]) for r in rows])
+    # One format string for every row, its fields numbered so that dropped columns are simply not
+    # named: a listing lays out 100,000 rows, each with one C-level format call.
+    fmt = (" " * gap).join("{%d:%s%d}" % (i, ">" if i in right else "<", widths[i]) for i in keep)
+    return [style(fmt.format(*heads).rstrip(), "bold", color)] + [s.rstrip() for s in starmap(fmt.format, rows)]
 
 
 def _stacked(heads: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> List[str]:

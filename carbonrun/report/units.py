@@ -8,6 +8,7 @@ with `~` (ESTIMATE) wherever it appears in a table.
 from __future__ import annotations
 
 import math
+from math import floor, isfinite, log10
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from carbonrun import units as core_units
@@ -17,6 +18,11 @@ ESTIMATE = "~"
 SMALLEST_USD = 1e-6
 ENERGY_UNITS: Tuple[Tuple[str, float], ...] = (("kWh", 1.0), ("Wh", 1e-3), ("J", 1 / J_PER_KWH))  # unit, kWh each
 MASS_UNITS: Tuple[Tuple[str, float], ...] = (("kg", 1.0), ("g", 1e-3), ("mg", 1e-6))  # unit, kg each
+# Per precision, computed once: a value rounds up into the next unit from this fraction of it on
+# (0.99995 at four digits), and a mantissa can round up to 10 only from this log10 on (a bound below
+# log10(9.9995), so that a figure that might carry is always checked exactly).
+_ROUNDS_UP = {d: 1 - 0.5 * 10.0 ** (1 - d) for d in range(1, 16)}
+_NINES = {d: math.log10(10 - 10.0 ** (1 - d)) - 1e-9 for d in range(1, 16)}
 
 
 def round_sig(x: float, digits: int) -> float:
@@ -29,13 +35,17 @@ def sig(x: float, digits: int = 4) -> str:
     """x to `digits` significant figures, thousands separated, never in exponent notation.
 
     Integer parts are rounded too (12,345 at two digits is 12,000), so no figure claims more
-    precision than it has. One log10 and one format per call: a listing formats 100,000 of them."""
+    precision than it has. One log10 and one format per call: a listing formats 200,000 of them."""
     if x == 0:
         return "0"
-    if not math.isfinite(x):
+    if not isfinite(x):
         return str(x)
-    decimals = digits - 1 - math.floor(math.log10(abs(x)))
-    if round(abs(x), decimals) >= 10 ** (digits - decimals):  # rounding carried into the next power of ten
+    magnitude = log10(abs(x))
+    power = floor(magnitude)
+    decimals = digits - 1 - power
+    # Rounding carries into the next power of ten (9.9996 -> 10.00) only when the leading digits are
+    # all nines, i.e. when the log's fraction is near 1: the exact (slower) check runs only then.
+    if magnitude - power >= _NINES.get(digits, 0.0) and round(abs(x), decimals) >= 10 ** (digits - decimals):
         decimals -= 1
     if decimals <= 0:
         return f"{round(x, decimals):,.0f}"
@@ -52,7 +62,7 @@ def digits_for(mid: float, low: Optional[float] = None, high: Optional[float] = 
 
 def _unit(value: float, table: Sequence[Tuple[str, float]], digits: int) -> Tuple[str, float]:
     """The largest unit in which the value, rounded to `digits`, is at least 1 (the smallest for tiny values)."""
-    v = abs(value) / (1 - 0.5 * 10.0 ** (1 - digits))  # 999.96 Wh at four digits is 1.000 kWh
+    v = abs(value) / (_ROUNDS_UP.get(digits) or 1 - 0.5 * 10.0 ** (1 - digits))  # 999.96 Wh at 4 digits: 1.000 kWh
     for name, size in table:
         if v >= size:
             return name, size

@@ -214,21 +214,11 @@ class Store(ABC):
         """Remove runs by id in one transaction; unknown ids are ignored. Returns how many went."""
 
     def keep_aside(self, record: "RunRecord", text: Optional[str] = None) -> Path:
-        """Last resort when the store failed: the record (as `text`) in a private file of its own, in the
-        data directory, else the working directory, else /tmp; returns where."""
-        from carbonrun.files import private_dirs, write_atomic
-        from carbonrun.paths import data_dir
+        """Last resort when the store failed: the record (as `text`) in a private file of its own, in
+        the data directory's `kept` (store/kept.py), until `carbonrun sync` imports it; returns where."""
+        from carbonrun.store import kept  # kept imports this module
 
-        text = json.dumps(record, indent=2) if text is None else text
-        error: Optional[OSError] = None
-        for d in (data_dir(), Path.cwd(), Path("/tmp")):
-            try:
-                path = private_dirs(d) / f"carbonrun-{record['uuid']}.json"
-                write_atomic(path, text, fsync=True)
-                return path
-            except OSError as e:
-                error = error or e
-        raise error or OSError("nowhere to keep the record")
+        return kept.keep(writable(record), text)
 
     # -- reading ---------------------------------------------------------------------------------------
     @abstractmethod
@@ -325,10 +315,13 @@ class SqlStore(Store):
          g, measured, exit_code, samples) = row
         if kwh is None or kg is None:
             raise UnreadableRecord("its energy or emissions are not numbers")
-        try:  # once a row: 100,000 rows must list in well under a second, and commands repeat
-            command, tags = list(self._decoded(command)), dict(self._decoded(tags))
-        except (ValueError, TypeError, RecursionError) as e:
-            raise UnreadableRecord(f"bad JSON ({e})") from None
+        try:  # 100,000 rows must list in well under a second, and commands repeat: decoded once each
+            command, tags = list(self._json_cache[command]), dict(self._json_cache[tags])
+        except (KeyError, TypeError, ValueError):  # a text not seen yet, or not a list and a dict: the slow way
+            try:
+                command, tags = list(self._decoded(command)), dict(self._decoded(tags))
+            except (ValueError, TypeError, RecursionError) as e:
+                raise UnreadableRecord(f"bad JSON ({e})") from None
         record = {"id": rid, "uuid": uuid, "started_at": started_at, "status": status, "command": command,
                   "tags": tags, "duration_s": duration, "exit_code": exit_code, "samples": samples,
                   "measured": measured, "energy": {"total_kwh": kwh, "low_kwh": low_kwh, "high_kwh": high_kwh},

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 from carbonrun.files import private_dirs, write_atomic
 from carbonrun.redact import redact
+from carbonrun.store import kept
 from carbonrun.store.base import (SUMMARY_COLUMNS, Record, Row, SqlStore, StoreError,  # noqa: F401
                                   check_prune, coarse, storable, summary_row, writable)
 from carbonrun.store.owner import owner_token
@@ -276,8 +277,15 @@ class PgStore(SqlStore):
 
     # -- the spool ---------------------------------------------------------------------------------
     def keep_aside(self, run: "RunRecord", text: Optional[str] = None) -> Path:
-        """The last resort is the spool itself: `carbonrun sync` sends it when the server is back."""
-        self._spool(writable(run))
+        """The last resort is the spool itself: `carbonrun sync` sends it when the server is back. A
+        spool that cannot be written: a kept-aside file (store/kept.py), which `sync` imports too."""
+        record = writable(run)
+        try:
+            self._spool(record)
+        except OSError:
+            for key in ("base_notes", "notes"):  # it is not in the spool after all
+                record[key] = [n for n in record.get(key) or [] if not _is_spool_note(n)]
+            return kept.keep(record, text)
         return self.spool
 
     def _spool(self, record: Record) -> None:

@@ -215,6 +215,8 @@ class SqliteStore(SqlStore):
         except sqlite3.DatabaseError as e:
             if db is not None:
                 db.close()
+            if isinstance(e, sqlite3.OperationalError) and any(w in str(e) for w in ("full", "readonly", "I/O")):
+                raise StoreError(f"the run store {self.path} cannot be written now ({e})") from None  # not its fault
             raise StoreError(f"{self.path} cannot be used as a run store ({e}); it was left untouched:"
                              " move it aside or pass --store PATH") from None
         except StoreError:
@@ -269,7 +271,7 @@ class SqliteStore(SqlStore):
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
 
     def schema_version(self) -> int:
@@ -319,7 +321,7 @@ class SqliteStore(SqlStore):
             yield
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> List[Row]:
@@ -371,7 +373,7 @@ class SqliteStore(SqlStore):
         except BaseException:
             record["id"] = None  # not stored: never report an id that is not there
             if not outer:
-                db.execute("ROLLBACK")
+                _rollback(db)
             raise
         return int(record["id"])
 
@@ -404,7 +406,7 @@ class SqliteStore(SqlStore):
                 db.execute("COMMIT")
         except BaseException:
             if not outer:
-                db.execute("ROLLBACK")
+                _rollback(db)
             raise
 
     def _wait(self, db: sqlite3.Connection, record: Record) -> None:
@@ -429,9 +431,16 @@ class SqliteStore(SqlStore):
                     db.execute(f"DELETE FROM records WHERE id IN ({marks})", chunk)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         return removed
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back what is still open. After SQLITE_FULL or an I/O error SQLite has already rolled back, and
+    a ROLLBACK then would replace the real error ("disk is full") with "no transaction is active"."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 _SAVE = "UPDATE runs SET status = ?, tags = ?, " + ", ".join(f"{c} = ?" for c in SUMMARY_COLUMNS) + " WHERE id = ?"

@@ -620,10 +620,11 @@ def si(x: Optional[float], unit: str) -> str:
         return "-"
     if unit == "J":  # energy reads as in every other report: J, Wh, kWh (report/units.py)
         return report_units.joules(x, 3)
-    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m")):
+    x = report_units.round_sig(x, 3)  # 999.9 W is "1.00 kW", not "1,000 W"
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "\u00b5"), (1e-9, "n")):
         if abs(x) >= scale:
-            return f"{x / scale:.3g} {prefix}{unit}"
-    return f"{x:.3g} {unit}"
+            return f"{report_units.sig(x / scale, 3)} {prefix}{unit}"
+    return f"{report_units.sig(x, 3)} {unit}"  # never exponent notation, however small
 
 
 # ---------------------------------------------------------------- the plot and the page
