@@ -26,7 +26,7 @@ class CLI:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CARBONRUN_")}
         self.env.update(
             HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"),
-            XDG_CACHE_HOME=str(home / "cache"), XDG_STATE_HOME=str(home / "state"), TMPDIR=str(home / "tmp"),
+            XDG_CACHE_HOME=str(home / "cache"), TMPDIR=str(home / "tmp"),
             CARBONRUN_HOME=str(home / "store"),
             CARBONRUN_RAPL_ROOT=str(home / "no-powercap"), PYTHONPATH=str(ROOT), NO_COLOR="1",
         )

@@ -214,6 +214,10 @@ def test_report_format_from_the_output_extension(cli):
         assert check in (cli.home / name).read_text(), name
     assert cli("report", "-o", "run.html", "--format", "json").returncode == 0  # an explicit format wins
     assert (cli.home / "run.html").read_text().startswith("{")
+    for args, name, check in ((["history"], "runs.csv", "id,uuid,"), (["history"], "runs.json", '"schema"'),
+                              (["compare", "last", "last"], "c.json", '"metrics"')):
+        assert cli(*args, "-o", name).returncode == 0
+        assert check in (cli.home / name).read_text(), name
 
 
 def test_config_shows_effective_defaults(cli):

@@ -22,7 +22,7 @@ OTHER_UID = 54321
 @pytest.fixture
 def cli(cli):
     """The CLI with a temporary directory of its own: the last fallback place is $TMPDIR's."""
-    (cli.home / "tmp").mkdir()
+    (cli.home / "tmp").mkdir(exist_ok=True)
     cli.env["TMPDIR"] = str(cli.home / "tmp")
     return cli
 
@@ -153,7 +153,7 @@ def test_a_store_that_keeps_nothing_cannot_take_them(cli):
 
 
 def test_a_fallback_directory_someone_else_made_is_not_believed(tmp_path):
-    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     env = {"HOME": str(tmp_path), "CARBONRUN_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path / "tmp")}
     planted = kept.places(env)[-2]  # $TMPDIR/carbonrun-UID/kept
     assert planted.parent == tmp_path / "tmp" / f"carbonrun-{os.geteuid()}"

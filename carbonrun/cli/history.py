@@ -287,16 +287,18 @@ def history_table(records: List[dict], color: bool, width: int) -> str:
               help="Only runs started since WHEN: 2024-05-01, 2024-05-01T14:00, 12h, 1h30m, 7d, 2w.")
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True, metavar="N",
               help="Show at most N runs, newest first (0: all).")
-@click.option("--format", "-f", "fmt", type=click.Choice(HISTORY_FORMATS), default="table", show_default=True)
+@click.option("--format", "-f", "fmt", type=click.Choice(HISTORY_FORMATS), default=None,
+              help="[default: from the -o extension (.csv, .json, .md), else table]")
 @click.option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
 @store_option
 def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str], since: Optional[str], limit: int,
-            fmt: str, output: Optional[str], store: Optional[str]) -> int:
+            fmt: Optional[str], output: Optional[str], store: Optional[str]) -> int:
     """List stored runs, newest first, with their energy and emissions.
 
     The records listed leave out their power timeline: `carbonrun report ID --format json` has it."""
     from carbonrun.report import formatter
 
+    fmt = fmt or (format_for(output) if format_for(output) in HISTORY_FORMATS else "table")
     since_ts = parse_since(since) if since else None
     wanted = parse_tags(tags)
     st = open_store(store)
@@ -341,14 +343,15 @@ def _query(st: "Store", **filters: Any) -> Optional[List[dict]]:
                       "  carbonrun compare 12 15 --format markdown >> \"$GITHUB_STEP_SUMMARY\"")
 @click.argument("a", shell_complete=_complete_ids)
 @click.argument("b", shell_complete=_complete_ids)
-@click.option("--format", "-f", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table",
-              show_default=True)
+@click.option("--format", "-f", "fmt", type=click.Choice(["table", "json", "markdown"]), default=None,
+              help="[default: from the -o extension (.json, .md), else table]")
 @click.option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
 @store_option
-def compare(a: str, b: str, fmt: str, output: Optional[str], store: Optional[str]) -> int:
+def compare(a: str, b: str, fmt: Optional[str], output: Optional[str], store: Optional[str]) -> int:
     """Compare run B with run A: energy, kg CO2eq, duration, each component, and the ratio B/A."""
     from carbonrun.report import compare as cmp
 
+    fmt = fmt or (format_for(output) if format_for(output) in ("json", "markdown") else "table")
     st = open_store(store)
     ra, rb = load(st, a), load(st, b)
     if fmt == "json":
