@@ -73,7 +73,7 @@ class Run:
         from carbonrun.measure import engine
         from carbonrun.measure.loop import Block
 
-        st = settings.resolve({k: (v, "flag") for k, v in self.options.items()})
+        st = settings.resolve({k: (v, "track() argument") for k, v in self.options.items()})
         if settings.warn is None:  # no CLI here: a library speaks through Python's warnings
             for line in st.warnings:
                 warnings.warn(f"carbonrun: {line}", RuntimeWarning, stacklevel=3)

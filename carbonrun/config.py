@@ -96,7 +96,7 @@ def trusted(project_dir: str, user_table: Mapping[str, Any], env: Mapping[str, s
 def _untrusted(project: Layer, user_table: Mapping[str, Any], env: Mapping[str, str], user: str,
                cwd: str) -> List[str]:
     """Remove the destinations an untrusted project file sets (in place); one warning for each."""
-    from carbonrun.store import is_url  # only when a project file sets destinations
+    from carbonrun.store import is_none, is_url  # only when a project file sets destinations
 
     label, table = project
     path = label.split(" ", 1)[1]
@@ -106,8 +106,9 @@ def _untrusted(project: Layer, user_table: Mapping[str, Any], env: Mapping[str, 
         del table[TRUST_KEY]
         dropped.append("trusted-projects")
     if not trusted(directory, user_table, env):
-        for name in DESTINATIONS:
-            if name in table and (name != "store" or is_url(str(table[name]))):
+        for name in DESTINATIONS:  # a local store is the project's choice while it stays inside the project
+            if name in table and (name != "store" or is_url(str(table[name])) or not (is_none(str(table[name])) or
+                                  _inside(directory, os.path.join(cwd, os.path.expanduser(str(table[name])))))):
                 del table[name]
                 dropped.append(name.replace("_", "-"))
         for name in OUTPUTS:  # files written: inside the project, so a clone cannot overwrite ~/.bashrc

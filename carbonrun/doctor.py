@@ -217,11 +217,14 @@ def check_store(st: Settings) -> Dict[str, Any]:
         _read(store, out)
         return out
     path = Path(store.where)
-    out["exists"] = path.is_file()
+    out["exists"] = os.path.lexists(path)
     if not out["exists"]:
         out["writable"] = out["ok"] = _creatable(path)
         out["notes"].append("no runs stored yet: the first run creates it" if out["ok"] else
                             f"cannot create {path}: set --store or CARBONRUN_HOME to a writable place")
+        return out
+    if path.is_symlink() or not path.is_file():  # a link, directory, device or FIFO: the store says why not
+        _read(store, out)
         return out
     mode = stat.S_IMODE(path.stat().st_mode)
     out.update(mode=f"{mode:04o}", writable=os.access(path, os.W_OK))

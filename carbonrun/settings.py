@@ -141,14 +141,15 @@ def _convert(name: str, raw: Any, where: str) -> Any:
 
 def resolve(flags: Mapping[str, Tuple[Any, str]], env: Optional[Mapping[str, str]] = None,
             cwd: Optional[str] = None) -> Settings:
-    """Merge the layers. `flags` maps a setting to (value, "flag" | "env") for what click saw."""
+    """Merge the layers. `flags` maps a setting to (value, "flag" | "env" | another label, such as
+    "track() argument") for what the caller was given."""
     env = os.environ if env is None else env
     out = Settings()
     layers = config.load_layers(cwd or os.getcwd(), env, out.warnings)  # [(label, {name: value})], highest first
     for name, spec in SPECS.items():
         if name in flags and flags[name][0] is not None:
             value, how = flags[name]
-            where = "flag" if how == "flag" else f"env {env_name(name)}"
+            where = f"env {env_name(name)}" if how == "env" else how  # "flag", or "track() argument"
         elif env_name(name) in env and name not in flags:
             value, where = env[env_name(name)], f"env {env_name(name)}"
         else:

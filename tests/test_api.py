@@ -152,6 +152,10 @@ def test_bad_options_fail_before_the_block(env):
         with carbonrun.track("x", region="Atlantis"):
             ran.append(1)
     assert ran == []
+    with pytest.raises(CarbonrunError, match=r"invalid pue nan \(track\(\) argument\)"):  # not "(flag)"
+        with carbonrun.track("x", pue=float("nan")):
+            ran.append(1)
+    assert ran == []
     with pytest.raises(TypeError, match="regoin"):
         carbonrun.track("x", regoin="FR")
 

@@ -159,6 +159,7 @@ def test_every_command_help_has_examples(cli, name):
     (["--pue", "1.1", "--bogus", "true"], "'carbonrun run --help'"),
     (["history", "--status", "lost"], "'carbonrun history --help'"),
     (["prune", "--older-than", "1d"], "'1d' is not a valid number"),
+    (["history", "--limit", "x"], "'x' is not a valid integer ("),
 ])
 def test_click_usage_errors_are_one_line_with_where_to_look(cli, args, says):
     line = one_line_error(cli(*args))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,15 @@ def test_store_not_ours_is_reported(cli, tmp_path):
     _, r = doctor_json(cli, "--gpus", "none", "--store", str(bad))
     assert r["store"]["ok"] is False and "not a carbonrun store" in r["store"]["error"]
     assert bad.read_bytes().startswith(b"this is not")  # left untouched
+
+
+def test_a_directory_fifo_or_link_as_store_is_reported_not_ok(cli, tmp_path):
+    fifo, link = tmp_path / "fifo", tmp_path / "link.sqlite"
+    os.mkfifo(fifo)
+    link.symlink_to(tmp_path / "elsewhere.sqlite")
+    for path, says in ((tmp_path, "directory"), (fifo, "FIFO"), (link, "link")):
+        _, r = doctor_json(cli, "--gpus", "none", "--store", str(path))
+        assert r["store"]["ok"] is False and says in (r["store"]["error"] or ""), (path, r["store"])
 
 
 def test_unreachable_database_store_is_reported_without_its_password(cli):

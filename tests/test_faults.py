@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -106,8 +107,9 @@ def test_a_file_size_limit_below_the_store_keeps_the_exit_code(cli):
 
 
 def test_a_locked_store_does_not_delay_the_start(cli, tmp_path):
-    """Another process holds the store's write lock: the command starts at once all the same, and the
-    run is stored once the lock is let go."""
+    """Another process holds the store's write lock through the whole command: the command starts at once
+    all the same, its duration is not stretched by waits for the lock, and the run is stored once the
+    lock is let go."""
     assert cli("--quiet", "true").returncode == 0
     db = sqlite3.connect(str(cli.home / "store" / "runs.sqlite"), isolation_level=None)
     db.execute("BEGIN EXCLUSIVE")
@@ -117,6 +119,7 @@ def test_a_locked_store_does_not_delay_the_start(cli, tmp_path):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env, cwd=cli.home)
     try:
         started = float(p.stdout.readline())
+        time.sleep(1.2)  # the command ends meanwhile; carbonrun's final save waits for the lock
     finally:
         db.execute("ROLLBACK")
         db.close()
@@ -125,6 +128,7 @@ def test_a_locked_store_does_not_delay_the_start(cli, tmp_path):
     assert started - t0 < 3.0, "the command waited for the store's lock"
     rec = cli.record()
     assert rec["exit_code"] == 4 and rec["status"] == "failed"
+    assert rec["duration_s"] < 1.0, "the lock's waits were counted as the command's time"
 
 
 # -- stderr ------------------------------------------------------------------------------------------------
@@ -155,7 +159,8 @@ def test_stderr_trouble_keeps_the_exit_code_and_the_record(cli, fault, summary):
 
 # -- signals and job control sent to carbonrun ---------------------------------------------------------------
 SIGNALS = ["SIGALRM", "SIGVTALRM", "SIGPROF", "SIGXCPU", "SIGXFSZ", "SIGPIPE", "SIGUSR1", "SIGUSR2", "SIGHUP",
-           "SIGTERM", "SIGINT", "SIGIO", "SIGPWR", "SIGRTMIN", "SIGRTMAX"]
+           "SIGTERM", "SIGINT", "SIGQUIT", "SIGIO", "SIGPWR", "SIGRTMIN", "SIGRTMAX", "SIGSEGV", "SIGABRT", "SIGBUS",
+           "SIGILL", "SIGFPE", "SIGTRAP", "SIGSYS"]
 
 
 def test_every_terminating_signal_reaches_the_command(cli):
@@ -163,7 +168,7 @@ def test_every_terminating_signal_reaches_the_command(cli):
     never itself killed by it (which would orphan the command)."""
     procs = {}
     for name in SIGNALS:
-        procs[name] = subprocess.Popen(cli.argv("--quiet", "--", "sh", "-c", "echo ready; exec sleep 20"),
+        procs[name] = subprocess.Popen(cli.argv("--quiet", "--", "sh", "-c", "ulimit -c 0; echo ready; exec sleep 20"),
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env, cwd=cli.home)
     try:
         for name, p in procs.items():
@@ -266,17 +271,29 @@ def test_a_live_value_arriving_during_the_run_is_used_from_then_on(cli):
     assert min(before, 142) < rec["g_per_kwh"] < max(before, 142)  # energy-weighted: both figures were used
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)])
-def test_carbonrun_stuck_before_the_start_still_ends_on_a_signal(cli, tmp_path, sig, code):
-    """A counter that never answers (a FIFO stands in for a hung device or file system) holds carbonrun
-    before the command starts: there is nothing to pass a signal on to, so carbonrun ends on it."""
+def test_a_counter_that_is_a_fifo_never_hangs_the_start(cli, tmp_path):
+    """A FIFO planted where a RAPL counter should be is read without blocking: unreadable, noted, the command runs."""
     zone = tmp_path / "powercap" / "intel-rapl:0"
     zone.mkdir(parents=True)
     (zone / "name").write_text("package-0\n")
     (zone / "max_energy_range_uj").write_text("262143328850\n")
     os.mkfifo(zone / "energy_uj")
     marker = tmp_path / "ran"
-    p = subprocess.Popen(cli.argv("--quiet", "--rapl-root", str(zone.parent), "--", "touch", str(marker)),
+    p = cli("--quiet", "--rapl-root", str(zone.parent), "--", "touch", str(marker), timeout=20)
+    assert p.returncode == 0 and marker.exists(), p.stderr.decode()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)])
+def test_carbonrun_stuck_before_the_start_still_ends_on_a_signal(cli, tmp_path, sig, code):
+    """A PostgreSQL server that accepts and never answers holds carbonrun before the command starts (for
+    its connect timeout): there is nothing to pass a signal on to yet, so carbonrun ends on it."""
+    pytest.importorskip("psycopg")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    url = f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/db"
+    marker = tmp_path / "ran"
+    p = subprocess.Popen(cli.argv("--quiet", "--store", url, "--", "touch", str(marker)),
                          stderr=subprocess.PIPE, env=cli.env, cwd=cli.home)
     try:
         time.sleep(1.0)
@@ -284,6 +301,7 @@ def test_carbonrun_stuck_before_the_start_still_ends_on_a_signal(cli, tmp_path, 
         os.kill(p.pid, sig)
         p.wait(timeout=10)
     finally:
+        silent.close()
         if p.poll() is None:
             p.kill()
             p.wait()

@@ -654,7 +654,7 @@ def repo(cli) -> Path:
     _git(root, "commit", "-q", "-m", "bench")
     (root / "sub" / "bench.py").write_text(BENCH.format(joules=130))
     (root / "sub" / "built").write_text("")
-    (cli.home / "tmp").mkdir()
+    (cli.home / "tmp").mkdir(exist_ok=True)
     return root
 
 

@@ -156,6 +156,8 @@ def test_report_job_over_three_nodes_of_two_ranks(cli, tmp_path, kind):
     table = cli("report", "--job", "4242", *store)
     assert table.returncode == 0 and "3 node(s), 6 rank(s)" in table.stdout.decode()
     assert all(f"node-{n}" in table.stdout.decode() for n in range(3))
+    energy = next(line for line in table.stdout.decode().splitlines() if line.startswith("energy"))
+    assert energy.split()[1].startswith("~") and len(energy.split()[1].strip("~.").lstrip("0.")) <= 3  # estimate
     missing = cli("report", "--job", "nope", *store)
     assert missing.returncode == 1 and b"no runs of job 'nope'" in missing.stderr
 

@@ -16,11 +16,13 @@ CHILD = ("import time\nfor i in range(60):\n    print(f'child line {i:02d} ' + '
          "time.sleep(0.05)\ntime.sleep(1)")
 
 
-def _pane(sock: str) -> str:
-    return subprocess.run(["tmux", "-S", sock, "capture-pane", "-p"], capture_output=True, text=True).stdout
+def _pane(sock: str, joined: bool = False) -> str:
+    """The pane's text; `joined`: lines the terminal wrapped are joined back (what was written)."""
+    flags = "-pJ" if joined else "-p"
+    return subprocess.run(["tmux", "-S", sock, "capture-pane", flags], capture_output=True, text=True).stdout
 
 
-def _in_tmux(cli, tmp_path, columns: int, lines: int = 24) -> "tuple[list, str]":
+def _in_tmux(cli, tmp_path, columns: int, lines: int = 24, joined: bool = False) -> "tuple[list, str]":
     """The pane while the child runs (lines), and after carbonrun exited (text)."""
     sock = str(tmp_path / "tmux.sock")
     keep = ("CARBONRUN_", "XDG_", "HOME", "PYTHONPATH")
@@ -31,7 +33,7 @@ def _in_tmux(cli, tmp_path, columns: int, lines: int = 24) -> "tuple[list, str]"
         time.sleep(2.2)
         during = _pane(sock).splitlines()
         for _ in range(100):
-            after = _pane(sock)
+            after = _pane(sock, joined)
             if "EXIT=" in after:
                 break
             time.sleep(0.1)
@@ -64,3 +66,10 @@ def test_at_40_columns_every_value_is_whole(cli, tmp_path):
     summary = after[after.index("carbonrun run #"):]
     assert "\u2026" not in summary and all(len(line) <= 40 for line in summary.splitlines())
     assert re.search(r"emissions +~?\d[\d.]* mg CO2eq", summary)
+
+
+def test_below_40_columns_the_summary_still_fits_the_terminal(cli, tmp_path):
+    _, after = _in_tmux(cli, tmp_path, 30, lines=80, joined=True)
+    summary = after[after.index("carbonrun run #"):after.index("EXIT=")]
+    assert all(len(line) <= 30 for line in summary.splitlines()), summary  # the terminal never wraps a figure
+    assert re.search(r"~?\d[\d.]* mg CO2eq", summary), summary

@@ -292,6 +292,12 @@ def test_brief_notes_never_cut_inside_parentheses_nor_hide_where_the_record_went
                     "tool broke (error: bad thing) here: the long details nobody needs in a summary"]
     text = table.render(rec, width=0)
     assert "kept in /home/u/spool until `carbonrun sync`" in text
+    assert text.startswith("carbonrun run (kept for `carbonrun sync`) completed") and "not stored" not in text
+    from carbonrun.report import oneline
+
+    assert oneline.render(rec).endswith("run kept for `carbonrun sync`")
+    rec["notes"] = []  # --no-store: kept nowhere
+    assert "run (not stored)" in table.render(rec, width=0) and oneline.render(rec).endswith("run not stored")
     assert "tool broke (error: bad thing) here" in text and "nobody needs" not in text
 
 

@@ -451,6 +451,12 @@ def test_a_project_store_url_and_pushgateway_are_ignored_but_a_local_store_is_ke
     (tmp_path / "carbonrun.toml").write_text('store = "runs.sqlite"\n')
     st = settings.resolve({}, {"HOME": str(tmp_path / "home")}, str(tmp_path))
     assert st.store == "runs.sqlite" and not st.warnings
+    for outside in ("/tmp/elsewhere.sqlite", "../up.sqlite", "~/runs.sqlite"):  # runs written outside: no
+        (tmp_path / "carbonrun.toml").write_text(f'store = "{outside}"\n')
+        st = settings.resolve({}, {"HOME": str(tmp_path / "home")}, str(tmp_path))
+        assert st.store is None and "ignored store" in st.warnings[0], outside
+    (tmp_path / "carbonrun.toml").write_text('store = "none"\n')
+    assert settings.resolve({}, {"HOME": str(tmp_path / "home")}, str(tmp_path)).store == "none"
     st = settings.resolve({"store": ("postgresql://mine.example/db", "flag")}, {"HOME": str(tmp_path)}, str(tmp_path))
     assert st.store == "postgresql://mine.example/db"  # a flag is the user's own choice
 

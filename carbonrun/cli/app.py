@@ -117,6 +117,8 @@ def _check_typo(word: str) -> None:
 def usage_line(e: click.ClickException, args: Sequence[str] = ()) -> str:
     """click's message as one line, with where to look for the fix."""
     message = " ".join(e.format_message().split()).rstrip(".")
+    for kind, plain in (("integer range", "integer"), ("float range", "number")):  # click's type names
+        message = message.replace(f"is not a valid {kind}", f"is not a valid {plain}")
     ctx = getattr(e, "ctx", None)
     if isinstance(e, click.UsageError) and "--help" not in message and "carbonrun run --" not in message:
         where = ctx.command_path if ctx is not None else "carbonrun"

@@ -151,17 +151,18 @@ def job_table(agg: dict) -> str:
 
     e, em = agg["energy"], agg["emissions"]
     d = units.digits_for(em["kg"], em.get("low_kg"), em.get("high_kg"))  # an estimate gets fewer digits, no range
+    mark = units.ESTIMATE if d < 4 else ""  # energy and each node's figures as precise as the emissions
     lines = [
         f"job {agg['job_id']} ({agg['launcher']}): {agg['nodes']} node(s), {agg['ranks']} rank(s),"
         f" {agg['runs']} run(s), {agg['metering_runs']} metering the nodes",
-        f"energy      {units.energy(e['total_kwh'])} (machines {units.energy(e['machine_kwh'])})",
+        f"energy      {mark}{units.energy(e['total_kwh'], d)} (machines {mark}{units.energy(e['machine_kwh'], d)})",
         f"emissions   {units.span(units.mass, em['kg'], em.get('low_kg'), em.get('high_kg'), d, ' CO2eq')}",
         f"duration    {units.duration(agg['duration_s'])} (longest run)",
         "",
         f"{'node':<24} {'ranks':>5} {'runs':>5} {'energy':>14} {'emissions':>14} {'duration':>10}",
     ]
     for n in agg["per_node"]:
-        lines.append(f"{n['node'][:24]:<24} {n['ranks']:>5} {n['runs']:>5} {units.energy(n['total_kwh']):>14}"
-                     f" {units.mass(n['kg']):>14} {units.duration(n['duration_s']):>10}")
+        lines.append(f"{n['node'][:24]:<24} {n['ranks']:>5} {n['runs']:>5} {mark + units.energy(n['total_kwh'], d):>14}"
+                     f" {mark + units.mass(n['kg'], d):>14} {units.duration(n['duration_s']):>10}")
     lines += [f"note: {n}" for n in agg["notes"]]
     return "\n".join(lines) + "\n"

@@ -113,8 +113,12 @@ def _text_store(t: Text, s: Dict[str, Any]) -> None:
     t.add(t.head("Run store"))
     t.add(f"  {t.mark(bool(s['ok']))}  {s['path']}")
     if s["exists"] and not s["error"]:
-        rw = "writable" if s["writable"] else "NOT writable"
-        t.add(f"      schema {s['schema_version']}, {s['runs']} runs, mode {s['mode']}, {rw}")
+        facts = [f"schema {s['schema_version']}", f"{s['runs']} runs"]
+        if s["mode"] is not None:  # a file; a database has no mode, and says itself when it refuses a write
+            facts.append(f"mode {s['mode']}")
+        if s["writable"] is not None:
+            facts.append("writable" if s["writable"] else "NOT writable")
+        t.add("      " + ", ".join(facts))
     if s["error"]:
         t.add(f"      {s['error']}")
     for note in s["notes"]:

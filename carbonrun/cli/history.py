@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 import click
 
+from carbonrun.cli import exits
 from carbonrun.cli.numbers import FiniteRange
 
 from carbonrun import files, timefmt
@@ -262,12 +263,12 @@ def _history_row(r: dict, commands: Dict[Tuple[Any, ...], str]) -> List[str]:
 
 def history_table(records: List[dict], color: bool, width: int) -> str:
     """One line per run; on a narrow terminal g/kWh, duration and started go before the figures do."""
-    from carbonrun.report.table import STATUS_STYLE
-
     commands: Dict[Tuple[Any, ...], str] = {}
     rows = [_history_row(r, commands) for r in records]
     lines = tx.table(HISTORY_HEADS, rows, width, right=(0, 3, 4, 5, 6), drop=(6, 3, 1), flex=7, color=color)
     if color:
+        from carbonrun.report.table import STATUS_STYLE  # the run summary's module: loaded only for colour
+
         for i, row in enumerate(rows, start=1):
             status = row[2]
             lines[i] = lines[i].replace(status, tx.style(status, STATUS_STYLE.get(status), color), 1)
@@ -317,7 +318,8 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
         emit(history_table(records, color, width), output)
     else:
         emit(formatter(fmt).render_many(records or []), output)
-    return 0
+    sys.stdout.flush()  # a closed pipe or a full disk is reported now, not lost in the exit below
+    exits.leave(0)  # as `run` does: freeing 100,000 records one by one at exit would only cost time
 
 
 def _query(st: "Store", **filters: Any) -> Optional[List[dict]]:

@@ -14,8 +14,10 @@ def color_enabled(stream: IO) -> bool:
 
 def terminal_width(stream: IO, default: int = 100) -> int:
     if stream.isatty():
-        try:  # the terminal's own width: an exported COLUMNS may be stale
-            return max(40, os.get_terminal_size(stream.fileno()).columns)
+        # the terminal's own width (an exported COLUMNS may be stale); below 20 nothing fits anyway, and
+        # rendering wider than the terminal makes it wrap lines inside figures
+        try:
+            return max(20, os.get_terminal_size(stream.fileno()).columns)
         except (OSError, ValueError):
-            return max(40, shutil.get_terminal_size((default, 24)).columns)
+            return max(20, shutil.get_terminal_size((default, 24)).columns)
     return default

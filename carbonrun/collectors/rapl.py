@@ -114,9 +114,13 @@ def _parse(data: bytes) -> int:
 
 
 def _read_text(path: str) -> Optional[str]:
+    """A small sysfs attribute; O_NONBLOCK so that a FIFO planted in a --rapl-root tree cannot hang us."""
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            return os.read(fd, 4096).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
     except OSError:
         return None
 
@@ -159,7 +163,7 @@ def _package_id(zone: _Zone, names: Dict[str, str]) -> str:
 
 def _open_counter(path: str) -> Tuple[int, int]:
     """(fd, first reading); raises OSError or ValueError when the counter cannot be read."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO fails at pread, never blocks
     try:
         return fd, _parse(os.pread(fd, 32, 0))
     except BaseException:

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -173,9 +174,7 @@ class Intensity:
         _start_without_signals(self._thread)
 
     def _first_answer(self, options: Mapping[str, Any]) -> None:
-        import time
-
-        from carbonrun.intensity.providers.base import ProviderError
+        from carbonrun.intensity.providers.base import ProviderError  # a provider is loaded already
 
         provider, live = self.provider, self._live
         assert provider is not None and live is not None and self.series is not None

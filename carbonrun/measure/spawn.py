@@ -25,12 +25,14 @@ import signal
 import sys
 from typing import Any, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-# Signals whose default action ends a process and that arrive from outside (kill, a terminal, a timer):
-# carbonrun takes them with sigtimedwait and passes them on, so the command is never left orphaned.
-# Faults (SEGV, BUS, ILL, FPE, TRAP, ABRT, SYS) are left alone: blocking them would hide carbonrun's own.
+# Every catchable signal whose default action ends a process: carbonrun takes them with sigtimedwait and
+# passes them on, so the command is never left orphaned. The fault signals are among them (a `kill -SEGV`
+# is passed on too): a real fault of carbonrun's own is still fatal, as the kernel unblocks a
+# synchronous fault signal to deliver it.
 TERMINATING = frozenset((
-    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE,
-    signal.SIGALRM, signal.SIGTERM, signal.SIGXCPU, signal.SIGXFSZ, signal.SIGVTALRM, signal.SIGPROF,
+    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGILL, signal.SIGTRAP, signal.SIGABRT, signal.SIGBUS,
+    signal.SIGFPE, signal.SIGUSR1, signal.SIGSEGV, signal.SIGUSR2, signal.SIGPIPE, signal.SIGALRM, signal.SIGTERM,
+    signal.SIGXCPU, signal.SIGXFSZ, signal.SIGVTALRM, signal.SIGPROF, signal.SIGSYS,
     *(getattr(signal, n) for n in ("SIGSTKFLT", "SIGIO", "SIGPWR") if hasattr(signal, n)),
     *(range(signal.SIGRTMIN, signal.SIGRTMAX + 1) if hasattr(signal, "SIGRTMIN") else ()),
 ))

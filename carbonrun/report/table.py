@@ -159,7 +159,7 @@ def summary_lines(record: dict, *, width: int = 0, color: bool = False, verbose:
 
 def header(record: dict, width: int, color: bool) -> List[str]:
     status = tx.printable(str(record.get("status", "")))
-    rid = f"run #{record['id']}" if record.get("id") is not None else "run (not stored)"
+    rid = units.run_label(record)
     cmd = tx.printable(" ".join(" ".join(record.get("command", [])).split()))
     exit_code = record.get("exit_code")
     ended = f" (exit {exit_code})" if exit_code is not None else ""

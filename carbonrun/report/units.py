@@ -150,6 +150,15 @@ def duration(s: float) -> str:
     return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
 
 
+def run_label(record: dict, kept: str = "run (kept for `carbonrun sync`)", lost: str = "run (not stored)") -> str:
+    """"run #12"; a run the store could not take but a spool or private file keeps, until `carbonrun sync`
+    puts it in the store (a note says where); or a run kept nowhere (--no-store, or every fallback failed)."""
+    if record.get("id") is not None:
+        return f"run #{record['id']}"
+    waits = any(str(n).startswith("the run store") and "`carbonrun sync`" in str(n) for n in record.get("notes") or [])
+    return kept if waits else lost
+
+
 def never_started(record: dict) -> bool:
     """The command could not be found or executed (exit 126/127 before any sample)."""
     return (record.get("exit_code") in (126, 127) and not record.get("samples")
