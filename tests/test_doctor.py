@@ -174,6 +174,13 @@ def test_a_directory_fifo_or_link_as_store_is_reported_not_ok(cli, tmp_path):
         assert r["store"]["ok"] is False and says in (r["store"]["error"] or ""), (path, r["store"])
 
 
+def test_a_database_store_is_not_called_read_only(cli, pg_url):
+    assert cli("--quiet", "--store", pg_url, "true").returncode == 0
+    p = cli("doctor", "--gpus", "none", "--store", pg_url)
+    block = p.stdout.decode().split("Run store", 1)[1]
+    assert "1 runs" in block and "NOT writable" not in block and "mode None" not in block, block
+
+
 def test_unreachable_database_store_is_reported_without_its_password(cli):
     url = "postgresql://alice:s3cret-pw@127.0.0.1:1/runs"
     code, r = doctor_json(cli, "--gpus", "none", "--store", url)

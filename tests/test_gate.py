@@ -200,6 +200,9 @@ def test_too_few_runs_warns_that_nothing_can_be_significant():
     c = g.compare([1.0, 1.1], [2.0, 2.1], 5, "mannwhitney", 0.95)
     assert c.verdict == "no change"
     assert any("smallest possible p" in w for w in c.warnings)
+    three = g.compare([1.0, 1.01, 0.99], [2.0, 2.1, 1.9], 5, "mannwhitney", 0.95)  # exact p = 1/20 = 0.05
+    assert three.test.p_greater == 0.05 and three.verdict == "no change"  # 0.05 is not below alpha 0.05
+    assert any("smallest possible p" in w for w in three.warnings)
 
 
 def test_budgets_use_the_median_run():

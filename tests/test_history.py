@@ -237,10 +237,10 @@ def test_store_from_flag_env_and_project_config(cli, tmp_path):
 
     project = tmp_path / "proj"
     project.mkdir()
-    (project / "carbonrun.toml").write_text(f'store = "{tmp_path / "proj.sqlite"}"\n')
+    (project / "carbonrun.toml").write_text(f'store = "{project / "proj.sqlite"}"\n')  # inside the project
     assert cli("--quiet", "true", cwd=project).returncode == 0
     p = cli("history", "-f", "json", cwd=project)
-    assert [r["id"] for r in json.loads(p.stdout)] == [1] and (tmp_path / "proj.sqlite").exists()
+    assert [r["id"] for r in json.loads(p.stdout)] == [1] and (project / "proj.sqlite").exists()
 
 
 def test_run_ids_complete_in_the_shell(three):

@@ -63,6 +63,8 @@ def test_at_40_columns_every_value_is_whole(cli, tmp_path):
     assert head.split() == ["power", "job", "machine"] and rows, during  # the source column went first
     for row in rows:  # name, then each figure whole
         assert re.fullmatch(rf"\S[\w -]* +{FIGURE} +{FIGURE} +{FIGURE}", row.rstrip()), row
+        power = row.split()[1]  # an estimate's power at the two digits its range allows, like its energy
+        assert not power.startswith("~") or len(power.strip("~").replace(".", "").lstrip("0")) <= 2, row
     summary = after[after.index("carbonrun run #"):]
     assert "\u2026" not in summary and all(len(line) <= 40 for line in summary.splitlines())
     assert re.search(r"emissions +~?\d[\d.]* mg CO2eq", summary)

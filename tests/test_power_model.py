@@ -131,6 +131,9 @@ def test_estimate_command_json(cli):
     assert out["error"]["range_coverage"] >= 0.9
     here = cli("estimate")
     assert here.returncode == 0 and b"W at 100% load" in here.stdout and b"method:" in here.stdout
+    other = json.loads(cli("estimate", "--cpu-model", "AMD EPYC 7763", "--json").stdout)
+    assert other["threads"] == 128 and other["memory_gb"] == 128  # a typical machine of its kind, not this one
+    assert other["idle_w"] < other["full_w"] < 400
     for load in ("101", "nan"):
         bad = cli("estimate", "--load", load)
         assert bad.returncode == 2 and bad.stderr.startswith(b"carbonrun: error:") and not bad.stdout, load

@@ -150,6 +150,15 @@ def test_html_one_series_per_device_shares_and_embodied():
     assert "Embodied carbon" in page and "~520 mg CO2eq" in page and "not in the emissions above" in page
 
 
+def test_html_names_whose_social_cost_it_is():
+    rec = gpu_run()
+    assert "US EPA global SCC $190/t" in htmlfmt.render(rec)
+    rec["social_cost_usd"] = {**rec["social_cost_usd"], "basis": "user-supplied: $50/t (low), $100/t (central),"
+                              " $150/t (high)"}
+    page = htmlfmt.render(rec)
+    assert "user-supplied SCC" in page and "US EPA global SCC" not in page
+
+
 def test_html_without_timeline_says_so():
     rec = {"id": 1, "command": ["true"], "status": "completed", "energy": {"total_kwh": 0, "machine_kwh": 0},
            "emissions": {"kg": 0, "low_kg": 0, "high_kg": 0}, "timeline": {"t": [], "watts": {}}}
@@ -218,6 +227,7 @@ def test_units_scale_and_precision_follow_uncertainty():
     assert units.usd(1.6e-9) == "< $0.000001" and units.usd(0.0000384) == "$0.000038" and units.usd(2.5) == "$2.50"
     assert units.span(units.energy, 0.00011, 0.000055, 0.000165, 2) == "~400 J (200 to 590 J)"
     assert units.span(units.mass, 0.0011, 0.0011, 0.0011, 4) == "1.100 g"  # an exact figure has no range
+    assert [units.duration(s) for s in (9.999, 59.99, 60, 3599.6)] == ["10.0 s", "1m00s", "1m00s", "1h00m00s"]
 
 
 # -- the carbon impact statement -------------------------------------------------------------------------
@@ -257,6 +267,8 @@ def test_statement_of_a_failed_and_a_never_started_run(cli):
     md = report(cli, "markdown")
     assert "never started (not found, exit 127)" in md and "| Energy |" not in md  # no table of zeros
     assert "exact counters" not in report(cli, "html")
+    cmp = cli("compare", "-2", "last").stdout.decode()
+    assert "B #2 not started: no-such-program-carbonrun" in cmp and "A #1 failed" in cmp, cmp
 
 
 # -- the terminal summary --------------------------------------------------------------------------------
@@ -272,6 +284,7 @@ def test_default_summary_is_short_unwrapped_and_says_each_fact_once(cli):
     assert sum(line.startswith("notes") for line in lines) == 1 and "carbonrun report" in text
     verbose = cli("--no-live", "--verbose", "true").stderr.decode()
     assert "SCC basis" in verbose and "usage" in verbose and "intensity" in verbose
+    assert re.search(r"whole machine ~\d", verbose), verbose  # the machine's figure is an estimate too
     assert "SCC basis" in report(cli, "table")
 
 

@@ -276,6 +276,22 @@ def test_running_and_incomplete_are_told_apart_by_the_owner(tmp_path):
     assert [(r["id"], r["status"]) for r in st.query(status="incomplete")] == [(2, "incomplete")]
 
 
+def test_summaries_are_the_listing_rows_query_gives(tmp_path):
+    st = Store(tmp_path / "runs.sqlite")
+    st.begin(minimal_record(1, status="running", tags={"exp": "a"}), 1.0)  # owner: this process, alive
+    for n in (2, 3, 4):
+        st.begin(minimal_record(n, status="running", command=["make", "test"]), float(n))
+    st.execute("UPDATE runs SET owner = ? WHERE id = 2", (f"{socket.gethostname()}:999999999:1",))
+    st.execute("UPDATE runs SET status = 'completed', total_kwh = NULL WHERE id = 3")  # unreadable: skipped
+    rows, brief = st.summaries(), st.query(summary=True)
+    assert [s.id for s in rows] == [r["id"] for r in brief] == [4, 2, 1] and len(st.warnings) == 2
+    for s, r in zip(rows, brief):
+        assert (s.status, s.command, s.tags, s.total_kwh, s.low_kwh, s.high_kwh, s.kg, s.measured) == (
+            r["status"], r["command"], r["tags"], *r["energy"].values(), r["emissions"]["kg"], r["measured"])
+    assert rows[1].status == "incomplete" and brief[1]["notes"] and "notes" not in brief[0]
+    assert [s.id for s in st.summaries(status="incomplete")] == [2] and [s.id for s in st.summaries(limit=1)] == [4]
+
+
 def test_query_on_a_missing_store_creates_nothing(tmp_path):
     with pytest.raises(StoreError):
         Store(tmp_path / "none" / "runs.sqlite").query()

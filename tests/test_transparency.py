@@ -226,3 +226,17 @@ def test_no_carbonrun_fd_reaches_the_command(results):
     """The store, NVML and sockets are carbonrun's own: the command sees only 0, 1, 2 and the caller's 7."""
     _, (code, out, err) = results[("normal", "fds-shell")]
     assert code == 0 and out.split() == [b"0", b"1", b"2", b"7"], err.decode()
+
+
+def test_a_script_without_a_shebang_runs_as_under_env(cli, tmp_path):
+    """execvp (env, nice, timeout, every shell) hands a script with no #! line to /bin/sh; so does carbonrun."""
+    script = tmp_path / "build"
+    script.write_text('echo "$# args: $*"\nexit 5\n')
+    script.chmod(0o755)
+    direct = subprocess.run(["env", str(script), "a b", "c"], capture_output=True)
+    assert direct.returncode == 5 and direct.stdout == b"2 args: a b c\n"
+    p = cli("--quiet", "--", str(script), "a b", "c")
+    assert (p.returncode, p.stdout) == (5, direct.stdout), p.stderr.decode()
+    found = cli("--quiet", "--", "build", env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})  # through PATH
+    assert (found.returncode, found.stdout) == (5, b"0 args: \n"), found.stderr.decode()
+

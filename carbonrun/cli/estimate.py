@@ -55,10 +55,12 @@ def _text(f: Dict[str, Any]) -> str:
                       "      --memory-gb 192 --load 70")
 @click.option("--cpu-model", metavar="M", help="CPU model name, as in /proc/cpuinfo [default: this machine's].")
 @click.option("--threads", type=click.IntRange(1, 1 << 20), metavar="N",
-              help="Hardware threads (a VM: its vCPUs) [default: this machine's].")
+              help="Hardware threads (a VM: its vCPUs) [default: this machine's; with --cpu-model, the"
+                   " architecture's typical threads per chip x --chips].")
 @click.option("--chips", type=click.IntRange(1, 64), metavar="C", help="CPU packages [default: this machine's].")
 @click.option("--memory-gb", type=FiniteRange(0.1, 1 << 20), metavar="G",
-              help="Memory in GB [default: this machine's].")
+              help="Memory in GB [default: this machine's; with --cpu-model, the architecture's typical"
+                   " memory per thread].")
 @click.option("--tdp", type=FiniteRange(1, 2000), metavar="W",
               help="TDP per chip in watts [default: the CPU table's, else the architecture's median].")
 @click.option("--vendor", metavar="NAME",
@@ -89,7 +91,15 @@ def estimate(cpu_model: Optional[str], threads: Optional[int], chips: Optional[i
         tdp = found[1] if found else (None if given else here.tdp_w)
         if found or (not given and here.tdp_w):
             tdp_source = "CodeCarbon's CPU table"
-    f = _figures(model, threads or here.threads, chips or (1 if given else here.chips),
+    chips = chips or (1 if given else here.chips)
+    if given:  # another CPU: a typical machine of its kind, not this one's threads and memory with it
+        from carbonrun.collectors import power_model
+
+        arch = power_model.architecture(model)
+        typical = power_model.load()["arch_defaults"].get(arch) or power_model.load()["arch_defaults"]["unknown"]
+        threads = threads or max(1, round(typical["threads_per_chip"])) * chips
+        memory_gb = memory_gb if memory_gb is not None else round(threads * typical["memory_gb_per_thread"], 1)
+    f = _figures(model, threads or here.threads, chips,
                  memory_gb if memory_gb is not None else here.memory_gb, tdp,
                  vendor if vendor is not None else (None if given else here.vendor),
                  vm if vm is not None else (False if given else virtual), load, tdp_source)

@@ -25,7 +25,7 @@ from carbonrun.report import text as tx
 from carbonrun.report import units
 
 if TYPE_CHECKING:
-    from carbonrun.store.base import Store
+    from carbonrun.store.base import Store, Summary
 
 HISTORY_FORMATS = ("table", "json", "csv", "markdown", "codecarbon")
 _REF = re.compile(r"^(last|-?\d+|[0-9a-fA-F-]{4,})$")
@@ -230,41 +230,47 @@ def parse_tags(items: Sequence[str]) -> Dict[str, str]:
 HISTORY_HEADS = ["id", "started", "status", "duration", "energy", "CO2eq", "g/kWh", "command"]
 
 
-def _history_row(r: dict, commands: Dict[Tuple[Any, ...], str]) -> List[str]:
-    """A run's cells in HISTORY_HEADS order: figures at the precision its range allows, estimates
-    marked `~` (report/units.py), the command line and tags made printable.
+def _history_row(s: "Summary", commands: Dict[Tuple[Any, ...], str]) -> List[str]:
+    """A run's cells in HISTORY_HEADS order: figures at the precision its stored range allows,
+    estimates marked `~` (report/units.py), the command line and tags made printable.
 
-    A list, not a dict, and the command text looked up in `commands` (raw argv and tags text ->
-    printable line): a listing formats 100,000 rows, and most of them repeat a few commands."""
-    never = units.never_started(r)
+    Read from a Summary, made into a list, the command text looked up in `commands` (raw argv and
+    tags text -> printable line): a listing formats 100,000 rows, most of them repeating a few commands."""
+    never = units.did_not_start(s.exit_code, s.samples, s.total_kwh)
     if never:
         energy = co2 = "-"
     else:  # figures() without its ranges, which a listing does not show
-        kwh, low, high = units.energy_bounds(r)
-        d = units.digits_for(kwh, low, high)
-        mark = units.ESTIMATE if units.is_estimated(r) else ""
-        energy = mark + units.energy(kwh, d)
-        co2 = mark + units.mass(float((r.get("emissions") or {}).get("kg") or 0.0), d)
-    g = (r.get("intensity") or {}).get("g_per_kwh")
-    tags = r.get("tags")
-    tags = " ".join(starmap("{}={}".format, tags.items())) if tags else ""
-    argv = r.get("command", [])
+        d = units.digits_for(s.total_kwh, s.low_kwh, s.high_kwh)
+        mark = units.ESTIMATE if s.measured in units.ESTIMATED else ""
+        energy = mark + units.energy(s.total_kwh, d)
+        co2 = mark + units.mass(s.kg, d)
+    tags = " ".join(starmap("{}={}".format, s.tags.items())) if s.tags else ""
     try:
-        key = (*argv, tags)  # the argv's words and the tags' text fully decide the line
+        key = (*s.command, tags)  # the argv's words and the tags' text fully decide the line
         command = commands[key]
     except (KeyError, TypeError):  # TypeError: words that are not text, which one_line reports
-        command = tx.printable(one_line(argv) + (f"  {tags}" if tags else ""))
-        if isinstance(argv, list):
-            commands[key] = command
-    return [str(r.get("id")), (r.get("started_at") or "")[:16].replace("T", " "),
-            r.get("status", "") if not never else "not started", units.duration(r.get("duration_s") or 0),
-            energy, co2, units.intensity(g) if g is not None else "-", command]
+        command = tx.printable(one_line(s.command) + (f"  {tags}" if tags else ""))
+        commands[key] = command
+    return [str(s.id), (s.started_at or "")[:16].replace("T", " "), s.status if not never else "not started",
+            units.duration(s.duration_s or 0), energy, co2,
+            units.intensity(s.g_per_kwh) if s.g_per_kwh is not None else "-", command]
+
+
+def history_rows(summaries: List["Summary"]) -> List[List[str]]:
+    """Each run's cells in HISTORY_HEADS order; a command line that repeats is made printable once."""
+    commands: Dict[Tuple[Any, ...], str] = {}
+    return [_history_row(s, commands) for s in summaries]
 
 
 def history_table(records: List[dict], color: bool, width: int) -> str:
+    """The listing of records (full or brief), as `history` shows the store's summaries."""
+    from carbonrun.store.base import summary_of
+
+    return history_text(history_rows([summary_of(r) for r in records]), color, width)
+
+
+def history_text(rows: List[List[str]], color: bool, width: int) -> str:
     """One line per run; on a narrow terminal g/kWh, duration and started go before the figures do."""
-    commands: Dict[Tuple[Any, ...], str] = {}
-    rows = [_history_row(r, commands) for r in records]
     lines = tx.table(HISTORY_HEADS, rows, width, right=(0, 3, 4, 5, 6), drop=(6, 3, 1), flex=7, color=color)
     if color:
         from carbonrun.report.table import STATUS_STYLE  # the run summary's module: loaded only for colour
@@ -303,8 +309,11 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
     since_ts = parse_since(since) if since else None
     wanted = parse_tags(tags)
     st = open_store(store)
-    records = _query(st, limit=limit or None, tags=wanted, command=command, status=status, since_ts=since_ts,
-                     summary=fmt in ("table", "markdown"))  # a listing reads small columns, no records
+    filters = dict(limit=limit or None, tags=wanted, command=command, status=status, since_ts=since_ts)
+    if fmt == "table":  # a listing reads small columns, into tuples: no records
+        records: Optional[List[Any]] = _query(st.summaries, **filters)
+    else:  # no timelines (`report ID` has them); Markdown needs no more than the small columns either
+        records = _query(st.query, brief=True, summary=fmt == "markdown", **filters)
     import gc
 
     gc.disable()  # the records live until exit and a listing makes no cycles: collections would only rescan rows
@@ -315,28 +324,26 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
                              f"carbonrun: no runs stored yet ({st.where})\n")
             return 0
         color, width = _tty(output)
-        emit(history_table(records, color, width), output)
+        rows = history_rows(records)  # kept until the exit below, which frees nothing one by one
+        emit(history_text(rows, color, width), output)
     else:
         emit(formatter(fmt).render_many(records or []), output)
     sys.stdout.flush()  # a closed pipe or a full disk is reported now, not lost in the exit below
     exits.leave(0)  # as `run` does: freeing 100,000 records one by one at exit would only cost time
 
 
-def _query(st: "Store", **filters: Any) -> Optional[List[dict]]:
-    """Matching runs, or None when there is no store yet (listing nothing is not an error).
-
-    A list needs no timelines (`report ID` has them)."""
+def _query(query: Callable[..., List[Any]], **filters: Any) -> Optional[List[Any]]:
+    """Matching runs (store.query or store.summaries), or None when there is no store yet (listing
+    nothing is not an error)."""
     from carbonrun.store.base import NoStore
 
-    filters.setdefault("brief", True)
-
-    def query() -> Optional[List[dict]]:
+    def matching() -> Optional[List[Any]]:
         try:
-            return st.query(**filters)
+            return query(**filters)
         except NoStore:
             return None
 
-    return guarded(query)
+    return guarded(matching)
 
 
 # -- compare ---------------------------------------------------------------------------------------------

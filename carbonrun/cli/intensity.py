@@ -17,17 +17,21 @@ from carbonrun.errors import CarbonrunError
 from carbonrun.intensity import chain, providers
 from carbonrun.intensity.carbon import compare_regions
 from carbonrun.intensity.regions import UnknownRegion, list_regions
-from carbonrun.report.units import energy, mass
+from carbonrun.report.units import ESTIMATE, energy, is_estimated, mass, record_digits
 from carbonrun.settings import SPECS, Settings
 
-def _compare_text(c: Dict[str, Any]) -> str:
+def _compare_text(c: Dict[str, Any], digits: int = 4, mark: str = "") -> str:
+    """`digits` and `mark` ("~" for an estimate): the run's figures as precise as its energy is known."""
     a = c["actual"]
-    lines = [f"run #{c['run']} ({' '.join(c['command'] or [])}): {energy(c['total_kwh'])}, "
-             f"{mass(a['kg'])} CO2eq at {a['g_per_kwh'] or 0:.0f} g/kWh ({a['region'] or a['source']})", ""]
+    lines = [f"run #{c['run']} ({' '.join(c['command'] or [])}): {mark}{energy(c['total_kwh'], digits)}, "
+             f"{mark}{mass(a['kg'], digits)} CO2eq at {a['g_per_kwh'] or 0:.0f} g/kWh"
+             f" ({a['region'] or a['source']})", ""]
     width = max(len(r["region"]) for r in c["regions"])
+    kg_width = max(len(mark + mass(r["kg"], digits)) for r in c["regions"])
     for r in c["regions"]:
         delta = _delta(r["kg"], a["kg"])
-        lines.append(f"  {r['region']:<{width}}  {mass(r['kg']):>12}  {r['g_per_kwh']:>7.1f} g/kWh  {delta:>9}"
+        lines.append(f"  {r['region']:<{width}}  {mark + mass(r['kg'], digits):>{kg_width}}  {r['g_per_kwh']:>7.1f}"
+                     f" g/kWh  {delta:>9}"
                      f"  {r['name']} ({r['year']}, {r.get('basis', 'lifecycle')})")
     best = c["regions"][0]
     lines += ["", f"lowest: {best['region']} ({best['name']}), {_delta(best['kg'], a['kg'])} against this run: "
@@ -146,5 +150,6 @@ def _do_compare(regions: Tuple[str, ...], ref: str, store_path: Optional[str], a
         c = compare_regions(record, list(regions))
     except UnknownRegion as e:
         raise CarbonrunError(str(e), 2) from None
-    sys.stdout.write(json.dumps(c, indent=2) + "\n" if as_json else _compare_text(c))
+    text = None if as_json else _compare_text(c, record_digits(record), ESTIMATE if is_estimated(record) else "")
+    sys.stdout.write(json.dumps(c, indent=2) + "\n" if text is None else text)
     return 0

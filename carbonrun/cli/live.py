@@ -95,7 +95,8 @@ class LiveTable:
             est, d = (units.ESTIMATE, 2) if m.estimated else ("", 4)
             name = m.component if m.device in ("", m.component) else f"{m.component} {m.device}"
             # device names come from sysfs and drivers: shown, never obeyed
-            rows.append([tx.printable(name), est + units.watts(self._watts.get(key, 0.0)), est + units.joules(jj, d),
+            rows.append([tx.printable(name), est + units.watts(self._watts.get(key, 0.0), min(d, 3)),
+                         est + units.joules(jj, d),
                          est + units.joules(mj, d)])
         self._prev_t = t
         table = tx.table(["", "power", "job", "machine"], rows, cols, right=(1, 2, 3), drop=(3,), gap=2)

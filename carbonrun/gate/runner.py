@@ -232,7 +232,7 @@ class _Log:
 def _pairs(o: GateOptions, base_argv: List[str], base_cwd: Optional[str], source: str, current_st: Settings,
            base_st: Settings, gate_id: str, progress: Progress, ref: Optional[Tuple[str, str]]) -> GateResult:
     """Warm up both commands, then run pairs (each in a seeded random order) until a look decides."""
-    alpha = 1.0 - o.confidence
+    alpha = round(1.0 - o.confidence, 12)  # 1 - 0.95 is not 0.05 in binary (see stats.compare)
     plan = paired.sequential_plan(o.max_runs, alpha) if o.max_runs else paired.fixed_plan(o.runs, alpha)
     seed = o.seed if o.seed is not None else random.SystemRandom().randrange(2 ** 32)
     rng = random.Random(seed)

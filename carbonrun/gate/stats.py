@@ -300,7 +300,7 @@ def compare(base: Sequence[float], cur: Sequence[float], max_increase_pct: float
         raise GateError("the baseline median is zero: a change in % cannot be computed (pick another --metric)")
     change = 100.0 * (sc.median / sb.median - 1.0)
     hl, ci = hodges_lehmann(base, cur, confidence)
-    alpha = 1.0 - confidence
+    alpha = round(1.0 - confidence, 12)  # 1 - 0.95 is 0.05000000000000004: an exact p of 0.05 is not below it
     result = run_test(test, base, cur)
     up = change > max_increase_pct and (result is None or result.p_greater < alpha)
     down = change < -max_increase_pct and (result is None or result.p_less < alpha)

@@ -147,6 +147,12 @@ def spawn(argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> int:
     except PermissionError:
         raise LaunchError(f"permission denied: {argv[0]}", 126) from None
     except OSError as e:
+        if e.errno == errno.ENOEXEC and argv[0] != "/bin/sh":  # no #! line: /bin/sh runs it, as in execvp and shells
+            import shutil  # only for such scripts
+
+            path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=(env or os.environ).get("PATH"))
+            if path:
+                return spawn(["/bin/sh", path, *argv[1:]], env)
         raise LaunchError(f"cannot execute {argv[0]}: {e.strerror}", 126) from None
 
 

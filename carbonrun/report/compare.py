@@ -88,8 +88,9 @@ def _ratio_text(r: Optional[float]) -> str:
 
 
 def _label(record: dict) -> str:
-    cmd = " ".join(" ".join(record.get("command", [])).split())
-    return f"#{record.get('id')} {record.get('status', '')}: {cmd[:60]}{'...' if len(cmd) > 60 else ''}"
+    cmd = " ".join(" ".join(record.get("command", [])).split()) or "''"  # an empty command name is shown
+    status = "not started" if units.never_started(record) else record.get("status", "")  # as history says
+    return f"#{record.get('id')} {status}: {cmd[:60]}{'...' if len(cmd) > 60 else ''}"
 
 
 def render_json(a: dict, b: dict) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 from carbonrun.report import units
+from carbonrun.report.statement import scc_label
 from carbonrun.units import counted_key, counts_job
 
 COLORS = {"cpu": "#2563eb", "gpu": "#16a34a", "dram": "#9333ea", "ram": "#d97706", "psys": "#64748b"}
@@ -275,7 +276,7 @@ def cards(r: dict) -> str:
            _card("Grid intensity", f"{units.intensity(g)} g/kWh" if g is not None else "n/a", _region(ci)),
            _card("Social cost", units.usd(sc["central"]) if sc else "n/a",
                  (f"range {units.usd(sc['low'])} to {units.usd(sc['high'])}; " if sc and sc["central"] >= 1e-6
-                  else "") + ("US EPA global SCC" if sc else ""))]
+                  else "") + (scc_label(r) if sc else ""))]  # whose SCC: US EPA's or the user's --scc
     return f'<div class="cards">{"".join(out)}</div>'
 
 

@@ -124,7 +124,8 @@ def summary_lines(record: dict, *, width: int = 0, color: bool = False, verbose:
     how = f"{est}, " + ("the job's share" if which == "job" else "whole machine")
     how += f" x PUE {units.sig(pue, 3)}" if pue != 1 else ""
     if verbose and which == "job":
-        how += f"; whole machine {units.energy(float(e.get('machine_kwh') or 0), units.record_digits(record))}"
+        machine = units.energy(float(e.get("machine_kwh") or 0), units.record_digits(record))
+        how += f"; whole machine {f['mark']}{machine}"  # an estimate like the job's figure
     rows: List[Tuple[str, str]] = [("energy", f"{f['energy']} {how}"),
                                    ("emissions", f"{f['emissions']} {_intensity(record)}".rstrip())]
     cost = _social_cost(record, verbose)

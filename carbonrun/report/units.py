@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import math
 from math import floor, isfinite, log10
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 from carbonrun import units as core_units
 from carbonrun.units import J_PER_KWH as J_PER_KWH  # re-exported: reports convert with it
+# Defined once for every layer (a listing calls them 100,000 times: no wrapper in between):
+from carbonrun.units import energy_bounds as energy_bounds  # (kWh, low, high) including PUE
+from carbonrun.units import measured_label as measured_label
 
 ESTIMATE = "~"
+ESTIMATED = ("estimated", "partly estimated")  # the measured labels a `~` marks
 SMALLEST_USD = 1e-6
 ENERGY_UNITS: Tuple[Tuple[str, float], ...] = (("kWh", 1.0), ("Wh", 1e-3), ("J", 1 / J_PER_KWH))  # unit, kWh each
 MASS_UNITS: Tuple[Tuple[str, float], ...] = (("kg", 1.0), ("g", 1e-3), ("mg", 1e-6))  # unit, kg each
@@ -143,8 +147,8 @@ def intensity(g: float) -> str:
 
 def duration(s: float) -> str:
     s = float(s or 0.0)
-    if s < 60:
-        return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
+    if s < 59.95:  # what would round to "60.0 s" reads "1m00s", and to "10.00 s", "10.0 s"
+        return f"{s:.2f} s" if s < 9.995 else f"{s:.1f} s"
     m, sec = divmod(int(round(s)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
@@ -161,25 +165,20 @@ def run_label(record: dict, kept: str = "run (kept for `carbonrun sync`)", lost:
 
 def never_started(record: dict) -> bool:
     """The command could not be found or executed (exit 126/127 before any sample)."""
-    return (record.get("exit_code") in (126, 127) and not record.get("samples")
-            and not float((record.get("energy") or {}).get("total_kwh") or 0.0))
+    return did_not_start(record.get("exit_code"), record.get("samples"), (record.get("energy") or {}).get("total_kwh"))
+
+
+def did_not_start(exit_code: Any, samples: Any, total_kwh: Any) -> bool:
+    """never_started from the fields themselves (a listing's Summary row has them)."""
+    return exit_code in (126, 127) and not samples and not float(total_kwh or 0.0)
 
 
 def counted(record: dict) -> list:
     return core_units.counted_components(record)
 
 
-def measured_label(record: dict) -> str:
-    return core_units.measured_label(record)
-
-
 def is_estimated(record: dict) -> bool:
-    return measured_label(record) in ("estimated", "partly estimated")
-
-
-def energy_bounds(record: dict) -> Tuple[float, float, float]:
-    """(kWh, low, high) including PUE (carbonrun/units.py)."""
-    return core_units.energy_bounds(record)
+    return measured_label(record) in ESTIMATED
 
 
 def mass_bounds(record: dict) -> Tuple[float, float, float]:

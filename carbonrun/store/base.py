@@ -15,7 +15,8 @@ import math
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, cast
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple,
+                    TypeVar, cast)
 
 from carbonrun.store.owner import owner_alive
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from carbonrun.record import RunRecord
 
 Record = Dict[str, Any]  # a record as read back (older ones may lack fields a RunRecord has)
+T = TypeVar("T")
 
 INCOMPLETE_NOTE = ("carbonrun stopped before the run ended (killed or power lost): figures up to the last"
                    " checkpoint")
@@ -43,6 +45,31 @@ class UnreadableRecord(ValueError):
 
 class UnreadableRun(StoreError):
     """`get` found the run, but its record cannot be read (the message names its id)."""
+
+
+class Summary(NamedTuple):
+    """A run as a listing shows it, from the small columns stored beside it: no record is decoded.
+
+    The energy range and the measured label are those computed when the run was stored (summary_row);
+    `status` is "incomplete" for a run left "running" by a carbonrun that is gone. A tuple, not a
+    record, because a listing makes one per run: 100,000 of them must take well under a second."""
+    id: int
+    uuid: str
+    started_at: str
+    status: str
+    command: List[Any]
+    tags: Dict[str, Any]
+    duration_s: Optional[float]
+    total_kwh: float
+    low_kwh: Optional[float]
+    high_kwh: Optional[float]
+    kg: float
+    low_kg: float
+    high_kg: float
+    g_per_kwh: Optional[float]
+    measured: Optional[str]
+    exit_code: Optional[int]
+    samples: Optional[int]
 
 
 def check_prune(keep: Optional[int], older_than_days: Optional[float]) -> None:
@@ -235,6 +262,12 @@ class Store(ABC):
         {kg, low_kg, high_kg}, intensity {g_per_kwh}; no components, no timeline."""
 
     @abstractmethod
+    def summaries(self, *, limit: Optional[int] = None, tags: Optional[Dict[str, str]] = None,
+                  command: Optional[str] = None, status: Optional[str] = None, since_ts: Optional[float] = None,
+                  job: Optional[str] = None) -> List[Summary]:
+        """query(summary=True) as Summary tuples, the lighter form for a listing of many runs."""
+
+    @abstractmethod
     def count(self) -> int:
         ...
 
@@ -308,9 +341,8 @@ class SqlStore(Store):
             record.setdefault("notes", []).append(INCOMPLETE_NOTE)
         return record
 
-    def _summary(self, row: Row) -> Record:
-        """A listing's row (the small columns) as a brief record: no components, no timeline; the
-        energy range and the measured label as computed when it was stored."""
+    def _listed(self, row: Row) -> Summary:
+        """A listing's row (the small columns) as a Summary; UnreadableRecord when it cannot be read."""
         (rid, uuid, started_at, status, owner, command, tags, duration, kwh, low_kwh, high_kwh, kg, low_kg, high_kg,
          g, measured, exit_code, samples) = row
         if kwh is None or kg is None:
@@ -322,13 +354,25 @@ class SqlStore(Store):
                 command, tags = list(self._decoded(command)), dict(self._decoded(tags))
             except (ValueError, TypeError, RecursionError) as e:
                 raise UnreadableRecord(f"bad JSON ({e})") from None
-        record = {"id": rid, "uuid": uuid, "started_at": started_at, "status": status, "command": command,
-                  "tags": tags, "duration_s": duration, "exit_code": exit_code, "samples": samples,
-                  "measured": measured, "energy": {"total_kwh": kwh, "low_kwh": low_kwh, "high_kwh": high_kwh},
-                  "emissions": {"kg": kg, "low_kg": kg if low_kg is None else low_kg,
-                                "high_kg": kg if high_kg is None else high_kg},
-                  "intensity": {"g_per_kwh": g} if g is not None else {}}
-        return record if status != "running" else self._live(record, status, owner)
+        if status == "running" and not owner_alive(owner):
+            status = "incomplete"
+        return Summary(rid, uuid, started_at, status, command, tags, duration, kwh, low_kwh, high_kwh, kg,
+                       kg if low_kg is None else low_kg, kg if high_kg is None else high_kg, g, measured, exit_code,
+                       samples)
+
+    def _summary(self, row: Row) -> Record:
+        """A listing's row as a brief record: no components, no timeline; the energy range and the
+        measured label as computed when it was stored."""
+        s = self._listed(row)
+        record = {"id": s.id, "uuid": s.uuid, "started_at": s.started_at, "status": s.status, "command": s.command,
+                  "tags": s.tags, "duration_s": s.duration_s, "exit_code": s.exit_code, "samples": s.samples,
+                  "measured": s.measured,
+                  "energy": {"total_kwh": s.total_kwh, "low_kwh": s.low_kwh, "high_kwh": s.high_kwh},
+                  "emissions": {"kg": s.kg, "low_kg": s.low_kg, "high_kg": s.high_kg},
+                  "intensity": {"g_per_kwh": s.g_per_kwh} if s.g_per_kwh is not None else {}}
+        if s.status != row[3]:  # left running by a carbonrun that is gone
+            record["notes"] = [INCOMPLETE_NOTE]
+        return record
 
     def _decoded(self, value: Any) -> Any:
         """A JSON column decoded once per distinct text (the caller copies it before handing it out)."""
@@ -376,6 +420,20 @@ class SqlStore(Store):
     def query(self, *, limit: Optional[int] = None, tags: Optional[Dict[str, str]] = None,
               command: Optional[str] = None, status: Optional[str] = None, since_ts: Optional[float] = None,
               job: Optional[str] = None, brief: bool = False, summary: bool = False) -> List[Record]:
+        return self._matching(self._summary if summary else self._record, summary, brief,
+                              limit=limit, tags=tags, command=command, status=status, since_ts=since_ts, job=job)
+
+    def summaries(self, *, limit: Optional[int] = None, tags: Optional[Dict[str, str]] = None,
+                  command: Optional[str] = None, status: Optional[str] = None, since_ts: Optional[float] = None,
+                  job: Optional[str] = None) -> List[Summary]:
+        return self._matching(self._listed, True, False,
+                              limit=limit, tags=tags, command=command, status=status, since_ts=since_ts, job=job)
+
+    def _matching(self, make: Callable[[Row], T], summary: bool, brief: bool, *, limit: Optional[int],
+                  tags: Optional[Dict[str, str]], command: Optional[str], status: Optional[str],
+                  since_ts: Optional[float], job: Optional[str]) -> List[T]:
+        """The runs the filters match, newest first, each made from its row by `make` (skipped, with a
+        warning, when it cannot be read); `summary`: from the small columns, else from the records."""
         where, args = ["1=1"], []  # type: List[str], List[Any]
         if status:
             where.append("status = ?")
@@ -397,13 +455,11 @@ class SqlStore(Store):
         if summary:
             sql = (f"SELECT id, uuid, started_at, status, owner, {self.COMMAND_COL}, {self.TAGS_COL}, {_LISTED}"
                    f" FROM {self.FROM_SUMMARY}")
-            make = self._summary
         else:
             sql = f"SELECT id, {self.RECORD_COL}, status, owner FROM {self.FROM_RECORDS}"
-            make = self._record
         sql += " WHERE " + " AND ".join(where) + " ORDER BY id DESC"
         live_only = status in ("running", "incomplete")
-        out: List[Record] = []
+        out: List[Any] = []
         collecting = gc.isenabled()
         gc.disable()  # only new, acyclic dicts here: a listing of 100,000 runs spent a third of its time in GC
         try:
@@ -411,7 +467,7 @@ class SqlStore(Store):
                 if live_only and owner_alive(row[4 if summary else 3]) != (status == "running"):
                     continue
                 try:
-                    record = make(row)
+                    record: Any = make(row)
                 except UnreadableRecord as e:
                     self._skip(row[0], e)
                     continue
@@ -477,6 +533,16 @@ def summary_row(record: Record) -> Dict[str, Any]:
             "measured": measured, "exit_code": exit_code if isinstance(exit_code, int) else None,
             "samples": samples if isinstance(samples, int) else None,
             "job_id": None if job.get("job_id") is None else str(job.get("job_id"))}
+
+
+def summary_of(record: Record) -> Summary:
+    """A record (full or brief) as the Summary a store would list for it (a missing figure reads 0)."""
+    r: Any = record  # older records may lack any field
+    cols = summary_row(record)
+    return Summary(r.get("id"), r.get("uuid"), r.get("started_at"), r.get("status", ""), r.get("command", []),
+                   r.get("tags") or {}, cols["duration_s"], cols["total_kwh"] or 0.0, cols["low_kwh"],
+                   cols["high_kwh"], cols["kg"] or 0.0, cols["low_kg"], cols["high_kg"], cols["g_per_kwh"],
+                   cols["measured"], cols["exit_code"], cols["samples"])
 
 
 SUMMARY_COLUMNS = ("duration_s", "total_kwh", "low_kwh", "high_kwh", "kg", "low_kg", "high_kg", "g_per_kwh",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
-from carbonrun.store.base import NoStore, Record, Store, writable
+from carbonrun.store.base import NoStore, Record, Store, Summary, writable
 
 if TYPE_CHECKING:
     from carbonrun.record import RunRecord
@@ -46,6 +46,12 @@ class NullStore(Store):
     def query(self, *, limit: Optional[int] = None, tags: Optional[Dict[str, str]] = None,
               command: Optional[str] = None, status: Optional[str] = None, since_ts: Optional[float] = None,
               job: Optional[str] = None, brief: bool = False, summary: bool = False) -> List[Record]:
+        self.connect(create=False)
+        return []
+
+    def summaries(self, *, limit: Optional[int] = None, tags: Optional[Dict[str, str]] = None,
+                  command: Optional[str] = None, status: Optional[str] = None, since_ts: Optional[float] = None,
+                  job: Optional[str] = None) -> List[Summary]:
         self.connect(create=False)
         return []
 
