@@ -109,7 +109,7 @@ def timed(argv: List[str], repeat: int) -> Tuple[List[float], List[float]]:
 
 def history_split(path: Path, repeat: int) -> Dict[str, float]:
     """Where `history --limit 0` spends its time, in this process (best of `repeat`, collector off as in
-    the command): the store query, the cells (figures, units, command lines), the layout."""
+    the command): the store query (Summary rows), the cells (figures, units, command lines), the layout."""
     from carbonrun.cli.history import history_rows, history_text
 
     store = SqliteStore(path)
@@ -117,7 +117,7 @@ def history_split(path: Path, repeat: int) -> Dict[str, float]:
     gc.disable()
     for _ in range(repeat):
         t0 = time.perf_counter()
-        records = store.query(brief=True, summary=True)
+        records = store.summaries()
         t1 = time.perf_counter()
         rows = history_rows(records)
         t2 = time.perf_counter()
@@ -178,10 +178,9 @@ def main() -> None:
     print(f"target: `carbonrun history --limit 0` under {HISTORY_TARGET_S} s at {HISTORY_AT:,} runs -> "
           f"{hist:.3f} s on {a.runs:,} runs: {verdict if a.runs >= HISTORY_AT else 'n/a (fewer runs)'}")
     split = history_split(path, min(a.repeat, 3))
-    rest = hist - sum(split.values())
-    print("  where it goes: " + ", ".join(f"{part} {s * 1000:.0f} ms" for part, s in split.items())
-          + f", start-up and the rest {rest * 1000:.0f} ms (python -c pass:"
-          f" {medians['python -c pass (start-up floor)'] * 1000:.0f} ms)")
+    parts = ", ".join(f"{part} {seconds * 1000:.0f} ms" for part, seconds in split.items())
+    print(f"  where it goes (in-process, best of 3): {parts}; the rest is start-up"
+          f" (`carbonrun history`, 20 runs: {medians['carbonrun history'] * 1000:.0f} ms)")
     if not a.keep:
         for f in d.iterdir():
             f.unlink()

@@ -9,10 +9,15 @@ c = log(chips), d = log(TDP per chip), m = log(memory GB):
     log(wall watts at L) = b0 + b1 t + b2 c + b3 d + b4 m + b5 t^2 + b6 m^2 + b7 d^2
                            + b8 t d + b9 m t + b10 c d + offset(architecture)
 then two shrunk offsets fitted on what is left: one per CPU model, one per system vendor
-(mean log residual x n / (n + SHRINK): a model seen once moves a third of the way). The architecture
+(mean log residual x n / (n + SHRINK): a model seen once moves two thirds of the way). The architecture
 comes from the CPU model string by the same rules carbonrun applies at run time (RULES below), so
 the cross-validation sees what a user's machine would. The range is the 5th and 95th percentile of
 the out-of-fold ratio measured / predicted at each load level.
+
+Outside its data a quadratic in logs can bend anywhere, so a prediction first clamps each input to the
+range the fit saw (written to the JSON), and the curve is made non-decreasing in load with a load part
+(full - idle) of at least that of the flattest measured server. carbonrun applies the same steps at
+run time, and the cross-validation below scores the curve a user would get.
 
 Cross-validation is 10-fold, grouped by system (all results of one system name in one fold); the
 range is checked in a nested way (its quantiles come from an inner cross-validation of each outer
@@ -42,6 +47,7 @@ RIDGE = 1.0  # shrinks the architecture offsets of rare families towards the ave
 SHRINK = 0.5  # pseudo-count that pulls the CPU-model and vendor offsets towards 0
 LOW_Q, HIGH_Q = 0.05, 0.95
 FOLDS = 10
+INPUTS = ("threads", "chips", "tdp_w", "memory_gb")  # clamped to the fitted data's range, in this order
 # A VM whose CPU model names no architecture runs on a cloud host: assume one of these (2017 on).
 RECENT = ("skylake", "cascadelake", "cooperlake", "icelake", "epyc-gen1", "epyc-gen2", "epyc-gen3")
 
@@ -117,9 +123,33 @@ def defaults(rows: Sequence[Row]) -> Dict[str, Row]:
     return out
 
 
-def features(r: Dict[str, Any], archs: Sequence[str], dflt: Dict[str, Row]) -> List[float]:
+def ranges(rows: Sequence[Row]) -> Dict[str, List[float]]:
+    """The smallest and largest value of each input the fit saw."""
+    values = {"threads": [r["threads"] for r in rows], "chips": [r["chips"] for r in rows],
+              "tdp_w": [r["tdp"] for r in rows if r["tdp"]], "memory_gb": [r["memory_gb"] for r in rows]}
+    return {k: [min(v), max(v)] for k, v in values.items()}
+
+
+def dynamic_floor(rows: Sequence[Row]) -> float:
+    """The flattest measured curve: min over systems of (full - idle) / idle."""
+    return float(min((r["w"][-1] - r["w"][0]) / r["w"][0] for r in rows))
+
+
+def shape(watts: List[float], floor: float) -> List[float]:
+    """Non-decreasing in load, and a load part of at least floor x idle, linear in load (as run time does)."""
+    out = list(watts)
+    for i in range(1, len(out)):
+        out[i] = max(out[i], out[i - 1])
+    return [out[0] + max(w - out[0], floor * out[0] * lv / 100) for w, lv in zip(out, LEVELS)]
+
+
+def features(r: Dict[str, Any], archs: Sequence[str], dflt: Dict[str, Row],
+             bounds: Optional[Dict[str, List[float]]] = None) -> List[float]:
     tdp = r["tdp"] or dflt.get(r["arch"], dflt["unknown"])["tdp_w"]
-    t, c, d, m = math.log(r["threads"]), math.log(r["chips"]), math.log(tdp), math.log(r["memory_gb"])
+    given = dict(zip(INPUTS, (r["threads"], r["chips"], tdp, r["memory_gb"])))
+    if bounds:
+        given = {k: min(bounds[k][1], max(bounds[k][0], v)) for k, v in given.items()}
+    t, c, d, m = (math.log(given[k]) for k in INPUTS)
     x = [1.0, t, c, d, m, t * t, m * m, d * d, t * d, m * t, c * d]
     return x + [1.0 if r["arch"] == a else 0.0 for a in archs]
 
@@ -156,11 +186,12 @@ def fit(rows: Sequence[Row]) -> Dict[str, Any]:
     archs = sorted({r["arch"] for r in rows} - {"unknown"})
     xs = [features(r, archs, dflt) for r in rows]
     coefs = [ridge(xs, [math.log(r["w"][i]) for r in rows], len(NUMERIC)) for i in range(len(LEVELS))]
-    model: Dict[str, Any] = {"archs": archs, "defaults": dflt, "coefs": coefs, "offsets": {}}
+    model: Dict[str, Any] = {"archs": archs, "defaults": dflt, "coefs": coefs, "offsets": {},
+                             "ranges": ranges(rows), "floor": dynamic_floor(rows)}
     for key in ("cpu_model", "vendor"):
         residuals: Dict[str, List[List[float]]] = {}
         for r in rows:
-            residuals.setdefault(_key(r, key), []).append([math.log(w / p) for w, p in zip(r["w"], predict(model, r))])
+            residuals.setdefault(_key(r, key), []).append([math.log(w) - p for w, p in zip(r["w"], logs(model, r))])
         model["offsets"][key] = {k: [sum(v[i] for v in vs) / (len(vs) + SHRINK) for i in range(len(LEVELS))]
                                  for k, vs in residuals.items() if k and (key == "vendor" or re.search(r"\d", k))}
     return model
@@ -170,12 +201,18 @@ def _key(r: Dict[str, Any], key: str) -> str:
     return normalise(r["model"]) if key == "cpu_model" else r["vendor"]
 
 
-def predict(model: Dict[str, Any], r: Dict[str, Any]) -> List[float]:
-    x = features(r, model["archs"], model["defaults"])
-    logs = [sum(c * v for c, v in zip(coef, x)) for coef in model["coefs"]]
+def logs(model: Dict[str, Any], r: Dict[str, Any]) -> List[float]:
+    """The regression's log watts at each level, inputs clamped to the fitted range, offsets added."""
+    x = features(r, model["archs"], model["defaults"], model["ranges"])
+    out = [sum(c * v for c, v in zip(coef, x)) for coef in model["coefs"]]
     for key, table in model["offsets"].items():
-        logs = [a + b for a, b in zip(logs, table.get(_key(r, key), [0.0] * len(logs)))]
-    return [math.exp(v) for v in logs]
+        out = [a + b for a, b in zip(out, table.get(_key(r, key), [0.0] * len(out)))]
+    return out
+
+
+def predict(model: Dict[str, Any], r: Dict[str, Any]) -> List[float]:
+    """The curve a user gets: the regression's watts, shaped non-decreasing with a load part."""
+    return shape([math.exp(v) for v in logs(model, r)], model["floor"])
 
 
 def folds(rows: Sequence[Row], k: int) -> List[List[int]]:
@@ -274,6 +311,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "cpu_model_offsets": {k: [round(v, 3) for v in vs] for k, vs in sorted(model["offsets"]["cpu_model"].items())},
         "vendor_offsets": {k: [round(v, 3) for v in vs] for k, vs in sorted(model["offsets"]["vendor"].items())},
         "vendor_aliases": VENDOR_ALIASES,
+        "input_ranges": {**model["ranges"], "about": "smallest and largest threads, chips, TDP W per chip and "
+                         "memory GB of the fitted systems: inputs beyond are clamped, and the estimate flagged"},
+        "dynamic_floor": {"full_over_idle_minus_1": round(model["floor"], 4),
+                          "about": "the flattest measured server's (full - idle) / idle: no curve is flatter"},
         "range": {"low": [round(lo, 4) for lo, _ in rng], "high": [round(hi, 4) for _, hi in rng],
                   "about": "5th and 95th percentile of measured / predicted, out of fold"},
         "arch_defaults": model["defaults"],

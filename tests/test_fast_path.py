@@ -20,11 +20,12 @@ SAME = [
     ["--attribution", "machine", "--no-live", "--json", "out.json", "--embodied", "true"],
     ["--now", "--start-within", "2h", "--expected-duration=1h", "true"],
     ["--store", "/tmp/x.sqlite", "--", "--weird-name"],
+    ["--debug", "true"], ["--quiet", "--debug", "--", "true"], ["run", "--region", "FR", "--debug", "true"],
 ]
 TO_CLICK = [
     [], ["--help"], ["-h"], ["--version"], ["report", "last"], ["--quiet", "history"], ["run"],
     ["--interval"], ["--attribution", "nobody", "true"], ["--quiet=yes", "true"], ["--no-such-option", "true"],
-    ["--debug", "true"], ["reprot"], ["run", "--help", "true"], ["--"],
+    ["reprot"], ["run", "--help", "true"], ["--"],
 ]
 
 
@@ -82,3 +83,13 @@ def test_exit_code_of_the_command_on_the_fast_path(cli):
 def test_the_cli_package_itself_is_click_free():
     code = "import sys, carbonrun.cli, carbonrun.cli.fast; sys.exit('click' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_debug_is_taken_anywhere_before_the_command(cli):
+    fast_run = cli("--quiet", "--debug", "--region", "Atlantis", "--", "true")  # the fast path
+    assert fast_run.returncode != 0 and b"Traceback" in fast_run.stderr and b"Atlantis" in fast_run.stderr
+    store = str(cli.home / "runs.sqlite")
+    assert cli("--quiet", "--store", store, "--", "true").returncode == 0
+    click_run = cli("--store", store, "--debug", "report", "999")  # moved to the group: click's path
+    assert b"Traceback" in click_run.stderr and b"999" in click_run.stderr, click_run.stderr
+    assert b"Traceback" not in cli("--store", store, "report", "999").stderr

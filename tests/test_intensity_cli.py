@@ -119,6 +119,7 @@ def test_compare_after_a_run(cli):
     assert out["actual"]["kg"] == pytest.approx(rec["emissions"]["kg"]) and out["run"] == rec["id"]
     text = cli("intensity", "--compare", "PL", "FR").stdout.decode()
     assert "lowest: FR" in text and "low-carbon region" in text and "-44%" in text
+    assert cli("intensity", "--compare", "PL,FR").stdout.decode() == text  # a comma list: the same regions
     fr = next(line for line in text.splitlines() if line.strip().startswith("FR"))
     figure = fr.split()[1]  # an estimated run: marked, at the two digits its range allows
     assert figure.startswith("~") and len(figure.strip("~").replace(".", "").lstrip("0")) <= 2, fr

@@ -159,7 +159,8 @@ def test_report_job_over_three_nodes_of_two_ranks(cli, tmp_path, kind):
     energy = next(line for line in table.stdout.decode().splitlines() if line.startswith("energy"))
     assert energy.split()[1].startswith("~") and len(energy.split()[1].strip("~.").lstrip("0.")) <= 3  # estimate
     missing = cli("report", "--job", "nope", *store)
-    assert missing.returncode == 1 and b"no runs of job 'nope'" in missing.stderr
+    assert missing.returncode == 2 and b"no runs of job 'nope'" in missing.stderr  # like an unknown run
+    assert b"SLURM_JOB_ID" in missing.stderr and len(missing.stderr.splitlines()) == 1  # one line, with a hint
 
 
 def test_a_rank_that_outlives_the_nodes_meter_takes_over_and_the_job_adds_up(cli, tmp_path):

@@ -108,6 +108,21 @@ def test_an_older_version_never_overwrites_a_newer_one(pg_url, tmp_path):
     assert st.get(r["uuid"])["status"] == "completed" and st.count() == 1
 
 
+def test_run_ids_stay_dense_over_checkpoints(pg_url, tmp_path):
+    st = PgStore(pg_url, spool=tmp_path / "spool")
+    st.connect()
+    ids = []
+    for _ in range(3):  # begin, two checkpoints and the final save: one sequence value per run, not four
+        r = _rec()
+        st.begin(r, time.time())
+        st.save(r)
+        st.save(r)
+        r["status"] = "completed"
+        st.save(r)
+        ids.append(r["id"])
+    assert ids == [ids[0], ids[0] + 1, ids[0] + 2]
+
+
 def test_eight_cli_writers_at_once_all_land(cli, pg_url):
     procs = [subprocess.Popen(cli.argv("--quiet", "--store", pg_url, "--tag", f"n={i}", "sh", "-c", "sleep 0.3"),
                               env=cli.env, cwd=cli.home, stderr=subprocess.PIPE) for i in range(8)]

@@ -134,6 +134,13 @@ def test_forecast_shorter_than_the_window():
     assert any("forecast ends" in n for n in plan.notes)
 
 
+def test_now_a_moment_past_the_forecast_start_judges_the_whole_window():
+    segs = [(0, H, 300), (H, 2 * H, 50), (2 * H, 3 * H, 250)]  # exactly the 2h window plus the 1h run
+    plan = best_start(segs, 0.4, 2 * H, H)  # "now" read 0.4 s after the forecast was asked for
+    assert plan.start_at == pytest.approx(H) and plan.notes == []
+    assert any("forecast ends" in n for n in best_start(segs, 2.0, 2 * H, H).notes)  # seconds short: said
+
+
 def test_forecast_shorter_than_the_job_starts_at_once():
     plan = best_start([(0, 2 * H, 100)], 0.0, 6 * H, 3 * H)
     assert plan.start_at == 0.0 and plan.forecast_g_per_kwh is None and not plan.has_forecast

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from carbonrun.accounting.energy import Accountant
 from carbonrun.collectors import estimate, open_meters, power_model
@@ -137,6 +141,68 @@ def test_estimate_command_json(cli):
     for load in ("101", "nan"):
         bad = cli("estimate", "--load", load)
         assert bad.returncode == 2 and bad.stderr.startswith(b"carbonrun: error:") and not bad.stdout, load
+
+
+# -- outside the model's data: clamped inputs, a rising curve, a flagged and widened range ---------------
+def test_a_laptop_chip_below_the_data_is_clamped_rises_with_load_and_is_flagged(cli):
+    p = cli("estimate", "--cpu-model", "Apple M1", "--threads", "8", "--chips", "1", "--memory-gb", "16",
+            "--tdp", "10", "--load", "0", "--json")
+    assert p.returncode == 0, p.stderr.decode()
+    out = json.loads(p.stdout)
+    assert out["full_w"] > out["idle_w"] * 1.25  # was 21.7 W at idle and at full load
+    assert out["outside_data"] and any("TDP 10 W per chip below the data's smallest" in n for n in out["outside"])
+    lo, hi = power_model.load()["input_ranges"]["tdp_w"]
+    assert out["range_widened_by"] == pytest.approx(lo / 10, rel=1e-3)  # the clamped distance, 25 / 10
+    rng = power_model.load()["range"]
+    assert out["low_w"] == pytest.approx(out["watts"] * rng["low"][0] / (lo / 10), rel=0.01)
+    assert out["high_w"] == pytest.approx(out["watts"] * rng["high"][0] * (lo / 10), rel=0.01)
+    assert "outside the model's data" in out["method"] and "range widened x2.5" in out["method"]
+    text = cli("estimate", "--cpu-model", "Apple M1", "--threads", "8", "--tdp", "10")
+    assert text.returncode == 0 and b"outside the model's data" in text.stdout
+
+
+def test_an_unusual_combination_inside_each_range_still_rises_and_is_flagged():
+    """8 threads of a 280 W EPYC: every input is within the data, the fitted levels read flat or inverted."""
+    c = power_model.curve(power_model.Machine("AMD EPYC 7763", 8, 1, 8.0, 280.0))
+    floor = power_model.load()["dynamic_floor"]["full_over_idle_minus_1"]
+    assert c.watts[-1] >= c.watts[0] * (1 + floor) * (1 - 1e-9) and c.watts[-1] > c.watts[0]
+    assert all(b >= a for a, b in zip(c.watts, c.watts[1:]))
+    assert c.outside and "flatter curve than any measured server" in c.outside[0]
+    assert c.widened == power_model.OUTSIDE_FACTOR
+    power, how = estimate.model_for(power_model.Machine("AMD EPYC 7763", 8, 1, 8.0, 280.0), False)
+    assert "outside the model's data" in how and "x1.5" in how
+
+
+def test_a_measured_kind_of_server_is_not_flagged():
+    c = power_model.curve(XEON)
+    assert not c.outside and c.widened == 1.0
+    assert c.low == power_model.load()["range"]["low"] and c.high == power_model.load()["range"]["high"]
+    lo, hi = power_model.load()["input_ranges"]["threads"]
+    big = power_model.curve(power_model.Machine("Intel Xeon X5670", int(hi) * 4, 2, 12.0, 95.0))
+    assert big.outside and big.widened == pytest.approx(4.0)
+    assert big.watts == power_model.curve(power_model.Machine("Intel Xeon X5670", int(hi), 2, 12.0, 95.0)).watts
+
+
+_MODELS = ["Apple M1", "AMD EPYC 7763", "AMD EPYC 7R13 Processor", "Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz",
+           "Intel Xeon X5670", "Intel(R) Core(TM) i7-8550U CPU @ 1.80GHz", "AMD Opteron 6174", "unknown", ""]
+
+
+@settings(max_examples=300, deadline=None)
+@given(model=st.sampled_from(_MODELS), threads=st.integers(1, 4096), chips=st.integers(1, 64),
+       memory_gb=st.floats(0.1, 1 << 20), tdp=st.none() | st.floats(1, 2000),
+       vendor=st.sampled_from([None, "Dell Inc.", "Apple", "QEMU"]), vm=st.booleans(),
+       load=st.floats(0, 1))
+def test_every_plausible_machine_gets_a_rising_finite_curve_within_its_range(model, threads, chips, memory_gb,
+                                                                             tdp, vendor, vm, load):
+    machine = power_model.Machine(model, threads, chips, memory_gb, tdp, vendor)
+    c, _ = estimate.model_for(machine, vm)
+    assert all(math.isfinite(w) and w > 0 for w in c.watts)
+    assert all(b >= a for a, b in zip(c.watts, c.watts[1:])) and c.watts[-1] > c.watts[0]
+    assert 0 <= c.memory_w < c.watts[0]
+    w, low, high = c.at(load)
+    assert math.isfinite(w) and 0 < w * low <= w <= w * high and math.isfinite(w * high)
+    assert c.watts[0] <= w <= c.watts[-1]
+    assert bool(c.outside) == (c.widened > 1)
 
 
 # -- exact integration of a time-varying intensity inside each step -------------------------------------

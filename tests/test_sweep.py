@@ -205,6 +205,9 @@ def test_refusals_are_usage_errors(stubnvml, cli, tmp_path):
         assert p.returncode == 2 and words in p.stderr, (args, p.stderr)
     p = cli("sweep", "--power-limit", "200", "--", "touch", str(ran))  # no NVML library at all
     assert p.returncode == 2 and b"needs an NVIDIA GPU" in p.stderr and b"--param alone" in p.stderr
+    p = cli("sweep", "--param", "N=1,2", "--energy", "gpu", "--", "touch", str(ran))  # refused before any run
+    assert p.returncode == 2 and b"--energy gpu needs an NVIDIA GPU" in p.stderr, p.stderr
+    assert len(p.stderr.splitlines()) == 1 and b"[1/2]" not in p.stderr
     assert not ran.exists() and runs(cli) == [] and state_changes(config) == []
 
 
@@ -216,6 +219,11 @@ def test_param_sweep_without_gpu(cli, tmp_path):
     assert p.returncode == 0, err
     assert "N = 1, 2: replaces {N} in the command" in err
     assert "M = a, b: set as environment variable M" in err
+    rows = [line.split() for line in err.splitlines() if " completed " in line and not line.startswith("[")]
+    energies = [r[r.index("J") - 1] for r in rows]  # the table's energy column: its first figure in J
+    assert len(energies) == 4 and all(e.startswith("~") for e in energies), err  # estimated, marked
+    assert all(len(e.strip("~").replace(".", "").lstrip("0")) <= 2 for e in energies), err  # at 2 digits
+    assert "~ estimated" in err
     assert log.read_text().split("\n")[:-1] == ["1 a", "1 a", "1 b", "1 b", "2 a", "2 a", "2 b", "2 b"]
     data = json.loads((tmp_path / "s.json").read_text())
     assert [q["n"] for q in data["points"]] == [2, 2, 2, 2]

@@ -65,8 +65,10 @@ class LazyGroup(click.Group):
         head, rest = args[:i], args[i:]
         options, word = _leading_options(rest)
         if word is not None and rest[word] in COMMANDS and options:
-            self._check_takes(ctx, rest[word], rest[:word])
-            rest = [rest[word]] + rest[:word] + rest[word + 1:]
+            given = [a for a in rest[:word] if a != "--debug"]  # the group's own, wherever it was
+            head += ["--debug"] * (word - len(given))
+            self._check_takes(ctx, rest[word], given)
+            rest = [rest[word]] + given + rest[word + 1:]
         elif rest and not options:
             _check_typo(rest[0])
         if rest and rest[0] not in ("--help", "-h", "--version") and rest[0] not in COMMANDS:

@@ -138,8 +138,9 @@ def report_job(job_id: str, fmt: str, output: Optional[str], store: Optional[str
         agg = launcher.aggregate(launcher.job_records(st, job_id), job_id)
     except StoreError as e:
         raise CarbonrunError(str(e), 1 if isinstance(e, NoStore) else 2) from None
-    except KeyError as e:
-        raise CarbonrunError(e.args[0], 1) from None
+    except KeyError as e:  # an unknown job is bad input, like an unknown run (exit 2, with a hint)
+        raise CarbonrunError(f"{e.args[0]}; a job is named by its SLURM_JOB_ID or torchrun run id"
+                             " (`carbonrun history --format json` shows each run's job)", 2) from None
     from carbonrun.cli.history import emit
 
     emit(json.dumps(agg, indent=2) + "\n" if fmt == "json" else job_table(agg), output)

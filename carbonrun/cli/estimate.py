@@ -31,6 +31,7 @@ def _figures(cpu_model: str, threads: int, chips: int, memory_gb: float, tdp: Op
         "watts": round(watts, 2), "low_w": round(watts * low, 2), "high_w": round(watts * high, 2),
         "memory_w": round(power.memory_w, 2), "idle_w": round(power.watts[0], 2), "full_w": round(power.watts[-1], 2),
         "method": how,
+        "outside_data": bool(power.outside), "outside": power.outside, "range_widened_by": round(power.widened, 3),
         "error": {"mean_abs_error": cv["mean_abs_error"], "range_coverage": cv["range_coverage"],
                   "about": f"{cv['folds']}-fold cross-validation over {cv['systems']} SPECpower_ssj2008 systems, "
                            "grouped by system; the range is the 5th-95th percentile of measured / predicted"},

@@ -43,7 +43,19 @@ def handle(e: BaseException, debug: bool) -> NoReturn:
 
 
 def debugging(args: "list[str]") -> bool:
-    return "--debug" in args[:1] or os.environ.get("CARBONRUN_DEBUG") == "1"
+    """--debug anywhere among carbonrun's own options before the command (or CARBONRUN_DEBUG=1)."""
+    if os.environ.get("CARBONRUN_DEBUG") == "1":
+        return True
+    from carbonrun.cli.options import BY_FLAG  # already loaded on the fast path
+
+    i = 1 if args[:1] == ["run"] else 0
+    while i < len(args) and args[i] != "--debug":
+        flag, eq, _ = args[i].partition("=")
+        o = BY_FLAG.get(flag)
+        if o is None:  # the command, `--`, a subcommand or an option that is not ours: no --debug after it
+            return False
+        i += 1 if o.metavar is None or eq else 2
+    return i < len(args)
 
 
 def leave(code: int) -> NoReturn:

@@ -87,7 +87,7 @@ def _resolve(region_arg: Optional[str], params: Dict[str, Any]) -> Settings:
                       "  carbonrun intensity --region gcp:europe-west9 --json\n"
                       "  carbonrun intensity --list france        regions matching 'france'\n"
                       "  carbonrun intensity --list aws:          AWS regions\n"
-                      "  carbonrun intensity --compare FR DE PL   the last run in each region\n"
+                      "  carbonrun intensity --compare FR DE PL   the last run in each region (or FR,DE,PL)\n"
                       "  carbonrun intensity --provider uk        the live value (network)")
 @click.argument("regions", nargs=-1, metavar="[REGION]...")
 @click.option("--list", "list_mode", is_flag=True, help="List known regions; REGION filters (key, name, kind).")
@@ -141,6 +141,7 @@ def _do_list(regions: Tuple[str, ...], as_json: bool) -> int:
 def _do_compare(regions: Tuple[str, ...], ref: str, store_path: Optional[str], as_json: bool) -> int:
     from carbonrun.cli.history import load_started, open_store  # the store (sqlite3) only for --compare
 
+    regions = tuple(r.strip() for arg in regions for r in arg.split(",") if r.strip())  # FR,DE as FR DE
     if not regions:
         raise CarbonrunError("--compare needs regions: carbonrun intensity --compare FR DE PL", 2)
     record = load_started(open_store(store_path), ref)

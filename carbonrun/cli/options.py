@@ -66,6 +66,7 @@ RUN_ONLY: Tuple[Opt, ...] = (
         "How long COMMAND runs, for --start-within [default: median of earlier runs]."),
     Opt("start_now", ("--now",), None, "Start at once, ignoring a configured start-within."),
     Opt("embodied", ("--embodied",), None, _help("embodied", ".")),
+    Opt("debug", ("--debug",), None, "Show tracebacks for errors (anywhere before COMMAND, as `carbonrun --debug`)."),
 )
 
 RUN: Tuple[Opt, ...] = MEASUREMENT + RUN_ONLY

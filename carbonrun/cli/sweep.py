@@ -73,6 +73,8 @@ def sweep(ctx: click.Context, /, command: Tuple[str, ...], power_limit: Optional
 
     st = settings.resolve(flag_values(ctx, params))
     guard = _guard(sw, st.gpus) if sw.limits_w else None
+    if basis == "gpu" and guard is None:  # refused now, not after the whole sweep has run
+        core.sweep_gpus(st.gpus, "--energy gpu", "--energy job (the default) needs none")
     _announce(sw, guard)
     code = _run(sw, st, guard)
     max_power = _max_power(sw, st, obj, basis)
@@ -196,8 +198,9 @@ def _progress(n: int, total: int, point: core.Point, result: Optional[core.RunRe
         _err(f"[{n}/{total}] {point.label}")
         return
     what = result.status if result.exit_code in (0, None) else f"{result.status} (exit {result.exit_code})"
-    gpu = f" (GPU {core.si(result.gpu_j, 'J')})" if result.gpu_j is not None else ""
-    _err(f"[{n}/{total}] {what} in {core.si(result.time_s, 's')}: {core.si(result.energy_j, 'J')}{gpu}, "
+    gpu = f" (GPU {core.si(result.gpu_j, 'J', 4)})" if result.gpu_j is not None else ""
+    energy = core.si(result.energy_j, "J", result.digits, result.mark)
+    _err(f"[{n}/{total}] {what} in {core.si(result.time_s, 's')}: {energy}{gpu}, "
          f"run #{result.id}")
 
 
@@ -218,12 +221,14 @@ def table(points: Sequence[core.Point], basis: str, obj: core.Objective) -> Tupl
     if obj.kind == "eta":
         header.append(f"cost ({obj.text})")
     rows = []
-    for p in points:
+    for p in points:  # energies at the precision their range allows, estimates marked `~` (report/units.py)
+        d, mark = min(3, p.digits(basis)), p.mark(basis)  # what is derived from the basis energy
         row = ["->" if p.recommended else "", p.label, p.status, str(len(p.runs)), core.si(p.time_s, "s"),
-               core.si(p.energy_j, "J"), core.si(p.gpu_j, "J"), core.si(p.power_w(basis), "W"),
-               core.si(p.edp(basis), "J*s"), "*" if p.pareto else ""]
+               core.si(p.energy_j, "J", p.digits(), p.mark()), core.si(p.gpu_j, "J", 4),
+               core.si(p.power_w(basis), "W", d, mark), core.si(p.edp(basis), "J*s", d, mark),
+               "*" if p.pareto else ""]
         if obj.kind == "eta":
-            row.append(core.si(p.cost, "J"))
+            row.append(core.si(p.cost, "J", d, mark))
         rows.append(row)
     return header, rows
 
@@ -254,6 +259,8 @@ def conclusions(sw: core.Sweep, obj: core.Objective, basis: str, max_power: Tupl
     if obj.kind == "eta" and max_power[0] is not None:
         lines.append(f"cost = {obj.eta:g} x energy + {1 - obj.eta:g} x {core.watts(max_power[0])} x time "
                      f"(max power: {max_power[1]}; Zeus, NSDI 2023)")
+    if any(p.mark() for p in sw.points):
+        lines.append("~ estimated")  # as history's legend
     lines.append(f"runs are stored with tag sweep={sw.id}: carbonrun history --tag sweep={sw.id}")
     return lines
 

@@ -233,7 +233,9 @@ def model_for(machine: Machine, virtual: bool) -> Tuple[Curve, str]:
         how = (f"whole machine: {machine.chips} x {machine.cpu_model} ({power.arch}, {tdp}), "
                f"{machine.threads} threads, {machine.memory_gb:.0f} GB")
     used = f", {' and '.join(power.matched)} offset" if power.matched else ""
-    return power, f"{how}; SPECpower_ssj2008 model{used}"
+    outside = (f"; outside the model's data ({'; '.join(power.outside)}): range widened x{power.widened:.1f}"
+               if power.outside else "")
+    return power, f"{how}; SPECpower_ssj2008 model{used}{outside}"
 
 
 def discover(probe: Probe) -> Discovery:

@@ -33,6 +33,7 @@ from carbonrun.timefmt import format_duration, iso
 Segment = Tuple[float, float, float]
 MAX_RECORD_POINTS = 288  # a day of 5-minute points; longer forecasts are merged for the record
 _EPS = 1e-6  # seconds: boundaries closer than this touch
+_SKEW_S = 1.0  # "now" read a moment after the forecast was cut to the window: not a shorter forecast
 
 
 # -- series ----------------------------------------------------------------------------------------------
@@ -171,7 +172,7 @@ def best_start(points: Sequence[Sequence[float]], now: float, window_s: float, d
     plan.start_at, plan.forecast_g_per_kwh = best, best_g
     _compare_with_now(plan, integ)
     end = max(b for _, b in integ.runs)
-    if end - duration_s < last:
+    if end - duration_s < last - _SKEW_S:
         plan.notes.append(f"the forecast ends at {iso(end)}: starts after {iso(max(now, end - duration_s))} "
                           "could not be judged")
     if len(integ.runs) > 1 and any(now < a < last + duration_s for a, _ in integ.runs[1:]):

@@ -90,6 +90,12 @@ _UPSERT = (
     " tags = EXCLUDED.tags, "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in SUMMARY_COLUMNS)
     + ", record = EXCLUDED.record, timeline = EXCLUDED.timeline WHERE r.saved_ts <= EXCLUDED.saved_ts")
+# An INSERT draws a sequence value even when it conflicts: each later save of a run is an UPDATE, so the
+# ids users see stay dense (#1, #2, ...), and the insert above is only for a run's first save (or a race).
+_UPDATE = (
+    "UPDATE carbonrun.runs SET saved_ts = %s, status = %s, tags = %s, "
+    + ", ".join(f"{c} = %s" for c in SUMMARY_COLUMNS)
+    + ", record = %s::json, timeline = %s::json WHERE uuid = %s AND saved_ts <= %s RETURNING id")
 
 
 def spool_dir(env: Optional[Dict[str, str]] = None) -> Path:
@@ -261,10 +267,16 @@ class PgStore(SqlStore):
         timeline = clean.get("timeline") if keep_timeline else coarse(clean.get("timeline"))
         body = json.dumps({**clean, "timeline": None} if "timeline" in clean else clean)
         cols = summary_row(clean)
+        tags, line = Jsonb(clean.get("tags") or {}), None if timeline is None else json.dumps(timeline)
+        found = conn.execute(_UPDATE, (saved_ts, clean["status"], tags, *cols.values(), body, line,
+                                       clean["uuid"], saved_ts)).fetchone()
+        if found is None:  # a first save, or a newer version is there already (kept as it is)
+            found = conn.execute("SELECT id FROM carbonrun.runs WHERE uuid = %s", (clean["uuid"],)).fetchone()
+        if found is not None:
+            return int(found[0])
         conn.execute(_UPSERT, (
             clean["uuid"], clean["started_at"], started_ts, saved_ts, clean["status"],
-            Jsonb(list(clean["command"])), Jsonb(clean.get("tags") or {}), owner, *cols.values(), body,
-            None if timeline is None else json.dumps(timeline)))
+            Jsonb(list(clean["command"])), tags, owner, *cols.values(), body, line))
         return int(conn.execute("SELECT id FROM carbonrun.runs WHERE uuid = %s", (record["uuid"],)).fetchone()[0])
 
     def delete(self, ids: Iterable[int]) -> int:

@@ -133,6 +133,8 @@ class RunResult:
     time_s: float
     energy_j: float  # the run's energy as carbonrun reports it (job or machine by attribution, x PUE)
     gpu_j: Optional[float]  # the metered GPUs (job's or machine's share by attribution); None: no GPU
+    digits: int = 4  # the precision energy_j's range allows (report/units.py), as every report shows it
+    estimated: bool = False  # energy_j is (partly) estimated: shown with `~`
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> "RunResult":
@@ -140,7 +142,12 @@ class RunResult:
         gpus = [c[key] for c in record.get("components", []) if c.get("component") == "gpu"]
         return cls(record.get("id"), record.get("status", "failed"), record.get("exit_code"),
                    float(record.get("duration_s", 0.0)), joules(float(record["energy"]["total_kwh"])),
-                   sum(gpus) if gpus else None)
+                   sum(gpus) if gpus else None, report_units.record_digits(dict(record)),
+                   report_units.is_estimated(dict(record)))
+
+    @property
+    def mark(self) -> str:
+        return report_units.ESTIMATE if self.estimated else ""
 
 
 @dataclass
@@ -190,6 +197,14 @@ class Point:
     @property
     def gpu_j(self) -> Optional[float]:
         return self._median([r.gpu_j for r in self.runs])
+
+    def digits(self, basis: str = "job") -> int:
+        """The precision of the basis energy: the GPUs' counters are exact, the job's as its least sure run."""
+        return 4 if basis == "gpu" else min((r.digits for r in self.runs), default=4)
+
+    def mark(self, basis: str = "job") -> str:
+        """`~` when the basis energy is (partly) estimated in any of the runs."""
+        return report_units.ESTIMATE if basis != "gpu" and any(r.estimated for r in self.runs) else ""
 
     def basis_j(self, basis: str) -> Optional[float]:
         """The energy the objectives use: "job" (the run's energy) or "gpu" (the metered GPUs)."""
@@ -314,17 +329,18 @@ class GpuLimit:
     max_mw: int = 0
 
 
-def sweep_gpus(gpus_spec: str) -> List[Dict[str, Any]]:
-    """The GPUs --gpus and CUDA_VISIBLE_DEVICES select ({index, name, uuid}); usage error when none."""
+def sweep_gpus(gpus_spec: str, needs: str = "--power-limit",
+               instead: str = "A sweep of --param alone needs no GPU") -> List[Dict[str, Any]]:
+    """The GPUs --gpus and CUDA_VISIBLE_DEVICES select ({index, name, uuid}); a usage error naming the
+    option that `needs` them when there is none."""
     if (gpus_spec or "").strip().lower() == "none":
-        raise CarbonrunError("--power-limit needs a GPU, but --gpus none selects none", 2)
+        raise CarbonrunError(f"{needs} needs a GPU, but --gpus none selects none", 2)
     found = nvml.discover(Probe(gpus=gpus_spec or "all"))
     for m in found.meters:
         m.close()
     if not found.gpus:
         why = "; ".join(found.notes) or "NVML sees no NVIDIA GPU"
-        raise CarbonrunError(f"--power-limit needs an NVIDIA GPU with NVML, and none is usable here ({why})."
-                             " A sweep of --param alone needs no GPU", 2)
+        raise CarbonrunError(f"{needs} needs an NVIDIA GPU with NVML, and none is usable here ({why}). {instead}", 2)
     return found.gpus
 
 
@@ -614,17 +630,18 @@ def watts(w: float) -> str:
     return f"{number(round(w, 3))} W"
 
 
-def si(x: Optional[float], unit: str) -> str:
-    """1234.5 W -> "1.23 kW": three significant digits, SI prefixes (energy as J, Wh, kWh); "-" when unknown."""
+def si(x: Optional[float], unit: str, digits: int = 3, mark: str = "") -> str:
+    """1234.5 W -> "1.23 kW": `digits` significant digits, SI prefixes (energy as J, Wh, kWh), after `mark`
+    (`~` for an estimate); "-" when unknown."""
     if x is None:
         return "-"
     if unit == "J":  # energy reads as in every other report: J, Wh, kWh (report/units.py)
-        return report_units.joules(x, 3)
-    x = report_units.round_sig(x, 3)  # 999.9 W is "1.00 kW", not "1,000 W"
+        return mark + report_units.joules(x, digits)
+    x = report_units.round_sig(x, digits)  # 999.9 W is "1.00 kW", not "1,000 W"
     for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "\u00b5"), (1e-9, "n")):
         if abs(x) >= scale:
-            return f"{report_units.sig(x / scale, 3)} {prefix}{unit}"
-    return f"{report_units.sig(x, 3)} {unit}"  # never exponent notation, however small
+            return f"{mark}{report_units.sig(x / scale, digits)} {prefix}{unit}"
+    return f"{mark}{report_units.sig(x, digits)} {unit}"  # never exponent notation, however small
 
 
 # ---------------------------------------------------------------- the plot and the page
