@@ -65,6 +65,7 @@ def terminal(text: Any) -> str:
 
 
 _SGR = re.compile(r"(\x1b\[[0-9;]*m)")
+_KEPT_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")  # less \t, \n
 
 
 def terminal_output(text: str) -> str:
@@ -73,6 +74,8 @@ def terminal_output(text: str) -> str:
     files first (CSV, Markdown, HTML, LaTeX) when they are printed to a terminal instead."""
     if not _UNSAFE.search(text):
         return text
+    if "\x1b" in text and not _KEPT_UNSAFE.search(_SGR.sub("", text)):
+        return text  # colour, newlines and tabs only (a coloured 100,000-line listing): no split needed
     table = dict(_table())
     del table[0x0A], table[0x09]
     return "".join(part if i % 2 else part.translate(table) for i, part in enumerate(_SGR.split(text)))

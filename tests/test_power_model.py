@@ -2,10 +2,11 @@
 exact integration of a time-varying intensity inside each attribution step."""
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
-import os
-
 import math
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -203,6 +204,26 @@ def test_every_plausible_machine_gets_a_rising_finite_curve_within_its_range(mod
     assert math.isfinite(w) and 0 < w * low <= w <= w * high and math.isfinite(w * high)
     assert c.watts[0] <= w <= c.watts[-1]
     assert bool(c.outside) == (c.widened > 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _fit_script():
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "fit_power_model.py")
+    spec = importlib.util.spec_from_file_location("fit_power_model", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+@settings(max_examples=100, deadline=None)
+@given(watts=st.lists(st.floats(1, 5000), min_size=11, max_size=11))
+def test_the_fit_script_scores_the_same_curve_shape_carbonrun_applies(watts):
+    """The cross-validation's figures hold only if the script shapes its predictions as run time does."""
+    script = _fit_script()
+    floor = power_model.load()["dynamic_floor"]["full_over_idle_minus_1"]
+    levels = [float(v) for v in power_model.load()["levels"]]
+    assert power_model._shape(watts, levels, floor)[0] == pytest.approx(script.shape(watts, floor), rel=1e-12)
 
 
 # -- exact integration of a time-varying intensity inside each step -------------------------------------

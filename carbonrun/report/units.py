@@ -22,7 +22,6 @@ ESTIMATED = ("estimated", "partly estimated")  # the measured labels a `~` marks
 SMALLEST_USD = 1e-6
 ENERGY_UNITS: Tuple[Tuple[str, float], ...] = (("kWh", 1.0), ("Wh", 1e-3), ("J", 1 / J_PER_KWH))  # unit, kWh each
 MASS_UNITS: Tuple[Tuple[str, float], ...] = (("kg", 1.0), ("g", 1e-3), ("mg", 1e-6))  # unit, kg each
-_PLAIN: Tuple[Tuple[str, float], ...] = (("", 1.0),)  # a bare number
 # Per precision, computed once: a value rounds up into the next unit from this fraction of it on
 # (0.99995 at four digits), and a mantissa can round up to 10 only from this log10 on (a bound below
 # log10(9.9995), so that a figure that might carry is always checked exactly).
@@ -40,36 +39,21 @@ def sig(x: float, digits: int = 4) -> str:
     """x to `digits` significant figures, thousands separated, never in exponent notation.
 
     Integer parts are rounded too (12,345 at two digits is 12,000), so no figure claims more
-    precision than it has."""
-    return _figure(x, digits, _PLAIN)
-
-
-def _figure(x: float, digits: int, table: Sequence[Tuple[str, float]]) -> str:
-    """x at `digits` significant figures (as sig), in the largest unit of `table` in which it rounds
-    to at least 1 (the smallest for tiny values), the unit's name after it.
-
-    sig, energy and mass in one function with one log10: a listing formats 200,000 figures."""
+    precision than it has. One log10 and one format per call: a listing formats 200,000 of them."""
     if x == 0:
-        return f"0 {table[-1][0]}" if table[-1][0] else "0"
-    v = abs(x) / (_ROUNDS_UP.get(digits) or 1 - 0.5 * 10.0 ** (1 - digits))  # 999.96 Wh at 4 digits: 1.000 kWh
-    name, size = table[-1]
-    for unit in table:  # as _unit
-        if v >= unit[1]:
-            name, size = unit
-            break
-    x /= size
+        return "0"
     if not isfinite(x):
-        text = str(x)
-    else:
-        magnitude = log10(abs(x))
-        power = floor(magnitude)
-        decimals = digits - 1 - power
-        # Rounding carries into the next power of ten (9.9996 -> 10.00) only when the leading digits are
-        # all nines, i.e. when the log's fraction is near 1: the exact (slower) check runs only then.
-        if magnitude - power >= _NINES.get(digits, 0.0) and round(abs(x), decimals) >= 10 ** (digits - decimals):
-            decimals -= 1
-        text = f"{round(x, decimals):,.0f}" if decimals <= 0 else f"{x:,.{decimals}f}"
-    return f"{text} {name}" if name else text
+        return str(x)
+    magnitude = log10(abs(x))
+    power = floor(magnitude)
+    decimals = digits - 1 - power
+    # Rounding carries into the next power of ten (9.9996 -> 10.00) only when the leading digits are
+    # all nines, i.e. when the log's fraction is near 1: the exact (slower) check runs only then.
+    if magnitude - power >= _NINES.get(digits, 0.0) and round(abs(x), decimals) >= 10 ** (digits - decimals):
+        decimals -= 1
+    if decimals <= 0:
+        return f"{round(x, decimals):,.0f}"
+    return f"{x:,.{decimals}f}"
 
 
 def digits_for(mid: float, low: Optional[float] = None, high: Optional[float] = None) -> int:
@@ -103,7 +87,8 @@ def mass_unit(values: Iterable[float], digits: int = 4) -> Tuple[str, float]:
 def _scaled(value: float, table: Sequence[Tuple[str, float]], digits: int, unit: Optional[str]) -> str:
     if value == 0:
         return f"0 {unit or table[-1][0]}"
-    return _figure(value, digits, [u for u in table if u[0] == unit] if unit else table)
+    name, size = next(u for u in table if u[0] == unit) if unit else _unit(value, table, digits)
+    return f"{sig(value / size, digits)} {name}"
 
 
 def energy(kwh: float, digits: int = 4, unit: Optional[str] = None) -> str:
