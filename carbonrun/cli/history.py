@@ -230,12 +230,13 @@ def parse_tags(items: Sequence[str]) -> Dict[str, str]:
 HISTORY_HEADS = ["id", "started", "status", "duration", "energy", "CO2eq", "g/kWh", "command"]
 
 
-def _history_row(s: "Summary", commands: Dict[Tuple[Any, ...], str]) -> List[str]:
+def _history_row(s: "Summary", commands: Dict[Tuple[Any, ...], str], grid: Dict[float, str]) -> List[str]:
     """A run's cells in HISTORY_HEADS order: figures at the precision its stored range allows,
     estimates marked `~` (report/units.py), the command line and tags made printable.
 
-    Read from a Summary, made into a list, the command text looked up in `commands` (raw argv and
-    tags text -> printable line): a listing formats 100,000 rows, most of them repeating a few commands."""
+    Read from a Summary, made into a list; what repeats from run to run is made once: the command
+    line (in `commands`, by the argv's words and the tags' text) and the grid intensity (in `grid`,
+    by value). A listing formats 100,000 rows, most of them repeating a few of each."""
     never = units.did_not_start(s.exit_code, s.samples, s.total_kwh)
     if never:
         energy = co2 = "-"
@@ -251,20 +252,27 @@ def _history_row(s: "Summary", commands: Dict[Tuple[Any, ...], str]) -> List[str
     except (KeyError, TypeError):  # TypeError: words that are not text, which one_line reports
         command = tx.printable(one_line(s.command) + (f"  {tags}" if tags else ""))
         commands[key] = command
+    g = s.g_per_kwh
+    if g is None:
+        intensity = "-"
+    else:
+        intensity = grid.get(g) or units.intensity(g)
+        if g > 0:  # not 0.0 and -0.0: equal keys, but they print "0" and "-0"
+            grid[g] = intensity
     return [str(s.id), (s.started_at or "")[:16].replace("T", " "), s.status if not never else "not started",
-            units.duration(s.duration_s or 0), energy, co2,
-            units.intensity(s.g_per_kwh) if s.g_per_kwh is not None else "-", command]
+            units.duration(s.duration_s or 0), energy, co2, intensity, command]
 
 
 def history_rows(summaries: List["Summary"]) -> List[List[str]]:
-    """Each run's cells in HISTORY_HEADS order; a command line that repeats is made printable once."""
+    """Each run's cells in HISTORY_HEADS order; a command line or an intensity that repeats is made once."""
     commands: Dict[Tuple[Any, ...], str] = {}
-    return [_history_row(s, commands) for s in summaries]
+    grid: Dict[float, str] = {}
+    return [_history_row(s, commands, grid) for s in summaries]
 
 
 def history_table(records: List[dict], color: bool, width: int) -> str:
     """The listing of records (full or brief), as `history` shows the store's summaries."""
-    from carbonrun.store.base import summary_of
+    from carbonrun.store.base import summary_of  # for callers with records: `history` has Summary rows
 
     return history_text(history_rows([summary_of(r) for r in records]), color, width)
 
