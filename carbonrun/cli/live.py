@@ -7,7 +7,6 @@ cursor save and restore, in one write() so the tty applies it whole.
 from __future__ import annotations
 
 import os
-import shutil
 from typing import IO, Dict, List, Optional
 
 from carbonrun.report import units
@@ -37,8 +36,7 @@ class LiveTable:
             size = os.get_terminal_size(self.out.fileno())
             return size.columns, size.lines
         except (OSError, ValueError, AttributeError):
-            cols, lines = shutil.get_terminal_size((80, 24))
-            return cols, lines
+            return 80, 24
 
     def _write(self, s: str) -> None:
         try:

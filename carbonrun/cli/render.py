@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from typing import IO
 
 
@@ -19,5 +18,13 @@ def terminal_width(stream: IO, default: int = 100) -> int:
         try:
             return max(20, os.get_terminal_size(stream.fileno()).columns)
         except (OSError, ValueError):
-            return max(20, shutil.get_terminal_size((default, 24)).columns)
+            return max(20, _columns_env(default))
     return default
+
+
+def _columns_env(default: int) -> int:
+    """COLUMNS when the terminal cannot say (as shutil.get_terminal_size, without importing shutil)."""
+    try:
+        return int(os.environ.get("COLUMNS", "")) or default
+    except ValueError:
+        return default
