@@ -24,6 +24,11 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, TypeVar
 
 from carbonrun.units import joules
+from carbonrun import settings
+from carbonrun.measure import engine
+from carbonrun.measure.loop import Block
+from carbonrun.record import public
+from carbonrun.settings import SPECS
 
 if TYPE_CHECKING:
     from carbonrun.measure.engine import Prepared
@@ -69,10 +74,6 @@ class Run:
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         """Resolve settings, open meters and the store (errors raise here, before the block runs)."""
-        from carbonrun import settings
-        from carbonrun.measure import engine
-        from carbonrun.measure.loop import Block
-
         st = settings.resolve({k: (v, "track() argument") for k, v in self.options.items()})
         if settings.warn is None:  # no CLI here: a library speaks through Python's warnings
             for line in st.warnings:
@@ -89,9 +90,6 @@ class Run:
 
     def finish(self, error: Optional[BaseException]) -> None:
         """Close the run: failed when the block raised, interrupted on Ctrl-C; store the record."""
-        from carbonrun.measure import engine
-        from carbonrun.record import public
-
         p, block = self._prepared, self._block
         assert p is not None and block is not None
         interrupted = isinstance(error, KeyboardInterrupt)
@@ -114,8 +112,6 @@ class track:
     """
 
     def __init__(self, name: Optional[str] = None, **options: Any) -> None:
-        from carbonrun.settings import SPECS
-
         unknown = sorted(set(options) - set(SPECS))
         if unknown:
             raise TypeError(f"unknown carbonrun.track option(s) {', '.join(unknown)}; "

@@ -201,9 +201,9 @@ def _read(path: str) -> str:
 def _parse(path: str, text: str) -> Dict[str, Any]:
     """TOML, imported only here: start-up without a config file never pays for it."""
     if sys.version_info >= (3, 11):
-        import tomllib
+        import tomllib  # TOML only when a config file exists
     else:  # pragma: no cover - exercised on Python < 3.11 only
-        import tomli as tomllib
+        import tomli as tomllib  # TOML only when a config file exists
     try:
         data: Dict[str, Any] = tomllib.loads(text)
         return data

@@ -80,7 +80,7 @@ def write_atomic(path: PathLike, text: str, mode: int = 0o600, fsync: bool = Fal
     collectors that glob for *.prom or *.json never pick it up. `fsync` makes the content durable
     before the rename (spooled runs).
     """
-    import tempfile
+    import tempfile  # tempfile (and random) only when a file is written
 
     if is_dev_null(path):
         return

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 from carbonrun.units import counted_j
+from carbonrun.files import write_atomic
+from carbonrun.measure.launcher import hostname
+from carbonrun.redact import redact
 
 if TYPE_CHECKING:
     from carbonrun.record import RunRecord
@@ -98,8 +101,6 @@ def render(record: RunRecord) -> str:
 
 def write_textfile(directory: str, text: str) -> Path:
     """DIR/carbonrun.prom, replaced atomically so node_exporter never reads half a file."""
-    from carbonrun.files import write_atomic
-
     target = Path(directory) / TEXTFILE
     write_atomic(target, text, mode=0o644)  # node_exporter usually runs as another user
     return target
@@ -107,8 +108,6 @@ def write_textfile(directory: str, text: str) -> Path:
 
 def grouping(record: RunRecord) -> Dict[str, str]:
     """The Pushgateway group: one per node (and job), so the next run there replaces this one."""
-    from carbonrun.measure.launcher import hostname
-
     job = record.get("job")
     out = {"instance": (job or {}).get("node") or hostname()}
     if job:
@@ -129,7 +128,7 @@ def push_url(base: str, groups: Dict[str, str]) -> str:
 
 def push(base: str, text: str, groups: Dict[str, str], timeout: float = PUSH_TIMEOUT_S) -> None:
     """HTTP PUT: the group's metrics become exactly these (within `timeout` in all: carbonrun/net.py)."""
-    from carbonrun.net import http_get
+    from carbonrun.net import http_get  # HTTP only for a Pushgateway
 
     http_get(push_url(base, groups), {"Content-Type": CONTENT_TYPE}, timeout, method="PUT", data=text.encode())
 
@@ -138,7 +137,7 @@ def export(record: RunRecord, textfile: Optional[str], pushgateway: Optional[str
     """Write/push the run's metrics as configured; returns True when a note was added to the record."""
     if not textfile and not pushgateway:
         return False
-    import http.client
+    import http.client  # HTTP only with a Pushgateway
 
     notes: List[str] = []
     job = record.get("job") or {}
@@ -155,8 +154,6 @@ def export(record: RunRecord, textfile: Optional[str], pushgateway: Optional[str
             try:
                 push(pushgateway, text, grouping(record))
             except (OSError, ValueError, http.client.HTTPException) as e:
-                from carbonrun.redact import redact
-
                 notes.append(f"could not push metrics to {redact(pushgateway)}: {e}")
     record.setdefault("notes", []).extend(notes)
     return bool(notes)

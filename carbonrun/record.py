@@ -7,9 +7,10 @@ removed: stores, reports and older records rely on them.
 from __future__ import annotations
 
 import os
+import json
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, TypedDict, Union
 
-from carbonrun import timefmt
+from carbonrun import __version__, timefmt
 from carbonrun.units import counted_key
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ def uuid4() -> str:
 
 
 def host_info(proc_root: str, sys_root: str, gpus: List[Dict[str, Any]]) -> Host:
+    # collectors load when a run starts, not for every reader of a record
     from carbonrun.collectors.estimate import cpu_model, is_virtualised
     from carbonrun.collectors.process import total_memory_bytes
 
@@ -182,15 +184,13 @@ def new_record(command: Sequence[str], tags: Dict[str, str], host: Host, attribu
 
 
 def _version() -> str:
-    from carbonrun import __version__
-
     return __version__
 
 
 def fill(record: RunRecord, loop: Loop, intensity: Intensity, scc: Optional[Tuple[float, float, float]],
          final: bool) -> RunRecord:
     """Write the loop's figures into the record; `final` once the job has ended."""
-    from carbonrun.intensity.carbon import social_cost
+    from carbonrun.intensity.carbon import social_cost  # while measuring only, not for readers
 
     acct, o = loop.acct, loop.outcome
     record["duration_s"] = round(o.duration_s if final else loop.elapsed, 3)
@@ -252,8 +252,6 @@ def public(record: RunRecord) -> RunRecord:
 
 def to_json(record: RunRecord, indent: Optional[int] = 2) -> str:
     """The record as JSON text (internal keys kept: this is also how a record is kept outside the store)."""
-    import json
-
     return json.dumps(record, indent=indent)
 
 
@@ -261,8 +259,6 @@ def from_json(data: Union[str, bytes, Dict[str, Any]]) -> RunRecord:
     """A record from JSON text or a decoded dict. Raises ValueError (json.JSONDecodeError is one) for
     another schema or a record without a run's identity; other fields are read with .get() defaults
     by every reader, as records written by older versions may lack fields added since."""
-    import json
-
     raw = json.loads(data) if isinstance(data, (str, bytes)) else data
     if not isinstance(raw, dict):
         raise ValueError("a run record is a JSON object")

@@ -207,6 +207,27 @@ def test_every_import_of_ours_names_a_module_that_exists():
     assert bad == [], "\n".join(bad)
 
 
+def test_every_function_level_import_says_why():
+    """A lazy import hides a dependency, so it must earn its place: start-up time, an optional or broken
+    binding, a cycle. The reason goes on its line, or on a comment line above its group of imports."""
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for sub in ast.walk(node):
+                if not isinstance(sub, (ast.Import, ast.ImportFrom)) or "#" in lines[sub.lineno - 1]:
+                    continue
+                j = sub.lineno - 2
+                while j >= 0 and (not lines[j].strip() or lines[j].strip().startswith(("from ", "import "))) \
+                        and "#" not in lines[j]:
+                    j -= 1
+                if not (j >= 0 and lines[j].strip().startswith("#")):
+                    bad.append(f"{_module_name(path)}:{sub.lineno}: {lines[sub.lineno - 1].strip()}")
+    assert bad == [], "move these to the top of the module, or say why they are lazy:\n" + "\n".join(sorted(set(bad)))
+
+
 def test_the_start_up_path_loads_no_heavy_module():
     """What `carbonrun COMMAND` imports before the command starts: none of these (each costs start-up time,
     and the fast path exists to avoid them). Lazy imports elsewhere are there to keep this true."""

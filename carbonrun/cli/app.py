@@ -14,6 +14,8 @@ import click
 from carbonrun import __version__
 from carbonrun.cli import exits
 from carbonrun.cli.commands import COMMANDS
+from carbonrun.cli.options import BY_FLAG
+from carbonrun.cli.fast import findable
 
 GROUP_OPTIONS = {"--help", "-h", "--version", "--debug"}
 
@@ -31,7 +33,7 @@ class LazyGroup(click.Group):
         run = self._load("run")
         if incomplete.startswith("-") and run is not None:
             seen = {c.value for c in out}
-            from click.shell_completion import CompletionItem
+            from click.shell_completion import CompletionItem  # shell completion only
 
             for p in run.get_params(ctx):
                 if isinstance(p, click.Option) and not p.hidden:
@@ -90,8 +92,6 @@ class LazyGroup(click.Group):
 
 def _leading_options(args: List[str]) -> "tuple[bool, Optional[int]]":
     """(any run options lead, index of the first word after them) using the run options' table."""
-    from carbonrun.cli.options import BY_FLAG
-
     i = 0
     while i < len(args) and args[i].startswith("-") and args[i] not in ("-", "--"):
         flag, eq, _ = args[i].partition("=")
@@ -104,9 +104,7 @@ def _leading_options(args: List[str]) -> "tuple[bool, Optional[int]]":
 
 def _check_typo(word: str) -> None:
     """A usage error for `carbonrun reprot` (close to a subcommand, no such program)."""
-    import difflib
-
-    from carbonrun.cli.fast import findable
+    import difflib  # only for a first word that is neither a command nor a program
 
     if word.startswith("-") or word in COMMANDS or findable(word):
         return

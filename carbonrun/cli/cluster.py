@@ -8,9 +8,13 @@ from typing import TYPE_CHECKING, List, Optional
 
 import click
 
-from carbonrun import sanitize
-from carbonrun.cli.history import store_spec
+from carbonrun import sanitize, store as stores
+from carbonrun.cli.history import emit, store_spec
 from carbonrun.errors import CarbonrunError
+from carbonrun.store import kept, postgres as pgstore
+from carbonrun.store.base import NoStore, StoreError
+from carbonrun.measure import launcher
+from carbonrun.report import units
 
 if TYPE_CHECKING:
     from carbonrun.store.base import Store
@@ -41,10 +45,6 @@ def sync(store: Optional[str]) -> int:
       1  some runs could not be sent or imported (their files stay)
       2  the store cannot take them (`none`, or spooled runs and no postgresql:// URL)
     """
-    from carbonrun import store as stores
-    from carbonrun.store import kept
-    from carbonrun.store import postgres as pgstore
-
     spec, waiting = store_spec(store), pgstore.pending()
     files, refused = kept.pending()
     if not waiting and not files and not refused:
@@ -74,9 +74,6 @@ def _warn(line: str) -> None:
 
 def _send_spooled(spec: str, waiting: int) -> bool:
     """Send the PostgreSQL spool; False when some runs stay in it."""
-    from carbonrun.store import postgres as pgstore
-    from carbonrun.store.base import StoreError
-
     pg = pgstore.PgStore(spec)
     try:
         sent, errors, others = pg.sync()
@@ -96,9 +93,6 @@ def _send_spooled(spec: str, waiting: int) -> bool:
 def _import_kept(st: "Store", files: List[Path]) -> bool:
     """Import the kept-aside records (store/kept.py): a line per file, then the count; False when
     some stay where they are."""
-    from carbonrun.store import kept
-    from carbonrun.store.base import StoreError
-
     try:
         outcomes = kept.import_kept(st)
     except StoreError as e:
@@ -126,10 +120,6 @@ def _import_kept(st: "Store", files: List[Path]) -> bool:
 
 def report_job(job_id: str, fmt: str, output: Optional[str], store: Optional[str]) -> int:
     """`carbonrun report --job ID`: one line per node and the job's totals (each node counted once)."""
-    from carbonrun.measure import launcher
-    from carbonrun import store as stores
-    from carbonrun.store.base import NoStore, StoreError
-
     if fmt not in JOB_FORMATS:
         raise click.BadParameter(f"{fmt!r} is not available with --job; choose from {', '.join(JOB_FORMATS)}",
                                  param_hint="--format")
@@ -141,15 +131,12 @@ def report_job(job_id: str, fmt: str, output: Optional[str], store: Optional[str
     except KeyError as e:  # an unknown job is bad input, like an unknown run (exit 2, with a hint)
         raise CarbonrunError(f"{e.args[0]}; a job is named by its SLURM_JOB_ID or torchrun run id"
                              " (`carbonrun history --format json` shows each run's job)", 2) from None
-    from carbonrun.cli.history import emit
 
     emit(json.dumps(agg, indent=2) + "\n" if fmt == "json" else job_table(agg), output)
     return 0
 
 
 def job_table(agg: dict) -> str:
-    from carbonrun.report import units
-
     e, em = agg["energy"], agg["emissions"]
     d = units.digits_for(em["kg"], em.get("low_kg"), em.get("high_kg"))  # an estimate gets fewer digits, no range
     mark = units.ESTIMATE if d < 4 else ""  # energy and each node's figures as precise as the emissions

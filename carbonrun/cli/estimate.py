@@ -13,13 +13,14 @@ import click
 
 from carbonrun.cli.numbers import FiniteRange
 from carbonrun.errors import CarbonrunError
+from carbonrun.collectors.estimate import lookup_tdp, model_for, this_machine
+from carbonrun.collectors.power_model import figures, Machine
+from carbonrun.collectors.base import Probe
+from carbonrun.collectors import power_model
 
 
 def _figures(cpu_model: str, threads: int, chips: int, memory_gb: float, tdp: Optional[float],
              vendor: Optional[str], virtual: bool, load: float, tdp_source: Optional[str]) -> Dict[str, Any]:
-    from carbonrun.collectors.estimate import model_for
-    from carbonrun.collectors.power_model import Machine, figures
-
     machine = Machine(cpu_model, threads, chips, memory_gb, tdp, vendor)
     power, how = model_for(machine, virtual)
     watts, low, high = power.at(load / 100.0)
@@ -78,9 +79,6 @@ def estimate(cpu_model: Optional[str], threads: Optional[int], chips: Optional[i
     estimate it. The model is fitted on SPECpower_ssj2008 measurements of real servers (wall power,
     memory included); the range is where 90% of measured servers the fit never saw fall.
     """
-    from carbonrun.collectors.base import Probe
-    from carbonrun.collectors.estimate import lookup_tdp, this_machine
-
     here, virtual, _ = this_machine(Probe())
     given = cpu_model is not None
     model = cpu_model if cpu_model is not None else here.cpu_model
@@ -94,8 +92,6 @@ def estimate(cpu_model: Optional[str], threads: Optional[int], chips: Optional[i
             tdp_source = "CodeCarbon's CPU table"
     chips = chips or (1 if given else here.chips)
     if given:  # another CPU: a typical machine of its kind, not this one's threads and memory with it
-        from carbonrun.collectors import power_model
-
         arch = power_model.architecture(model)
         typical = power_model.load()["arch_defaults"].get(arch) or power_model.load()["arch_defaults"]["unknown"]
         threads = threads or max(1, round(typical["threads_per_chip"])) * chips

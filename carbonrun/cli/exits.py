@@ -12,6 +12,7 @@ INTERNAL_ERROR = 70  # a bug in carbonrun, never confused with the command's own
 
 def fail(message: str, code: int) -> NoReturn:
     """One line on stderr (if stderr can take it), then exit with `code`; never a password in it."""
+    # the error path only: kept off the start-up path
     from carbonrun.redact import redact_text
     from carbonrun.sanitize import terminal_lines
 

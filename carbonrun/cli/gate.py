@@ -17,6 +17,12 @@ from carbonrun.cli.run import flag_values, run_options
 from carbonrun.errors import CarbonrunError
 from carbonrun.gate.result import (COMMAND_FAILED, FAIL, PASS, USAGE, GateResult, explain, fmt, metric_text, to_json,
                                    verdict_word)
+from carbonrun.validate import number, Range
+from carbonrun.gate import runner, stats as core
+from carbonrun.gate.stats import GateError
+from carbonrun.measure.session import block_signals
+from carbonrun import files, settings as settings_mod
+from carbonrun.cli.render import color_enabled
 
 __all__ = ["gate", "PASS", "FAIL", "USAGE", "COMMAND_FAILED", "GateResult", "explain", "fmt", "verdict_word"]
 
@@ -24,7 +30,6 @@ __all__ = ["gate", "PASS", "FAIL", "USAGE", "COMMAND_FAILED", "GateResult", "exp
 def _percent(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[float]:
     if value is None:
         return None
-    from carbonrun.validate import Range, number
 
     try:
         x = number(str(value).strip().rstrip("%"), Range(None, 1e6))
@@ -112,10 +117,6 @@ def gate(ctx: click.Context, /, command: Tuple[str, ...], **params: Any) -> int:
     change or improvement), 1 regression or budget exceeded, 2 usage error (missing or corrupt
     baseline, not comparable), 3 COMMAND (or the baseline command, or --setup) failed.
     """
-    from carbonrun.gate import runner
-    from carbonrun.gate.stats import GateError
-    from carbonrun.measure.session import block_signals
-
     block_signals()  # before anything could start a thread: signals are taken with sigtimedwait
     if params["max_runs"] is not None and ctx.get_parameter_source("runs") == click.core.ParameterSource.COMMANDLINE:
         raise CarbonrunError("give --runs N (a fixed number of pairs) or --max-runs N (stop when decided), not both",
@@ -130,7 +131,6 @@ def gate(ctx: click.Context, /, command: Tuple[str, ...], **params: Any) -> int:
         setup=params["setup"], max_runs=params["max_runs"], seed=params["seed"])
     try:
         runner.check(opts)  # usage errors before settings are resolved or anything runs
-        from carbonrun import settings as settings_mod
 
         st = settings_mod.resolve(flag_values(ctx, params))
         out = runner.run(opts, st, _progress)
@@ -179,8 +179,6 @@ def _pairs_text(out: GateResult) -> str:
 
 
 def render_terminal(out: GateResult, color: bool) -> str:
-    from carbonrun.gate import stats as core
-
     word = verdict_word(out)
     shade = {"regression": "red", "budget exceeded": "red", "improvement": "green"}.get(word, "cyan")
     head = click.style(word.upper(), fg=shade, bold=True) if color else word.upper()
@@ -207,8 +205,6 @@ def render_terminal(out: GateResult, color: bool) -> str:
 
 
 def render_markdown(out: GateResult) -> str:
-    from carbonrun.gate import stats as core
-
     word = verdict_word(out)
     lines = [f"### carbonrun gate: {out.metric}: **{word.upper()}**", "",
              "| | runs | median | IQR | CV |", "|---|---:|---:|---:|---:|"]
@@ -232,8 +228,6 @@ def render_markdown(out: GateResult) -> str:
 
 
 def _write_outputs(out: GateResult, p: Dict[str, Any]) -> None:
-    from carbonrun.cli.render import color_enabled
-
     sys.stderr.write(render_terminal(out, color_enabled(sys.stderr)))
     summary = p["summary_path"] or os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
@@ -244,8 +238,6 @@ def _write_outputs(out: GateResult, p: Dict[str, Any]) -> None:
 
 def _write_file(path: str, text: str, mode: str) -> None:
     """mode "w" replaces atomically; "a" appends (GITHUB_STEP_SUMMARY is the runner's file, shared by steps)."""
-    from carbonrun import files
-
     try:
         if mode == "w":
             files.write_atomic(path, text)

@@ -7,6 +7,7 @@ CarbonrunError: 1 when nothing is stored yet, 2 for a run id that is not there o
 from __future__ import annotations
 
 import os
+import gc
 import re
 import sys
 import time
@@ -21,8 +22,14 @@ from carbonrun.cli.numbers import FiniteRange
 from carbonrun import files, timefmt
 from carbonrun.errors import CarbonrunError
 from carbonrun.record import STATUSES
-from carbonrun.report import text as tx
+from carbonrun.report import available, compare as cmp, FORMATS, formatter, text as tx
 from carbonrun.report import units
+from carbonrun.config import load_layers
+from carbonrun.store import open_store as by_spec
+from carbonrun.store.base import NoStore, StoreError, UnreadableRun
+from carbonrun.report.units import never_started
+from carbonrun.sanitize import terminal_output
+from carbonrun.cli.render import color_enabled, terminal_width
 
 if TYPE_CHECKING:
     from carbonrun.store.base import Store, Summary
@@ -41,7 +48,6 @@ def store_spec(flag: Optional[str]) -> Optional[str]:
         return flag
     if os.environ.get("CARBONRUN_STORE"):
         return os.environ["CARBONRUN_STORE"]
-    from carbonrun.config import load_layers
 
     for _label, table in load_layers(os.getcwd(), os.environ):
         if table.get("store"):
@@ -51,8 +57,6 @@ def store_spec(flag: Optional[str]) -> Optional[str]:
 
 def open_store(flag: Optional[str]) -> "Store":
     """The store the spec names (SQLite file, PostgreSQL URL, or none); not connected yet."""
-    from carbonrun.store import open_store as by_spec
-
     return by_spec(store_spec(flag))
 
 
@@ -89,8 +93,6 @@ def check_ref(ref: str) -> str:
 
 def guarded(call: Callable, *args, **kwargs):
     """Run a store call; its failures become one-line errors with the documented exit codes."""
-    from carbonrun.store.base import NoStore, StoreError
-
     try:
         return call(*args, **kwargs)
     except NoStore as e:
@@ -110,8 +112,6 @@ def load(store: "Store", ref: str) -> dict:
 
 def _get_or_skip(store: "Store", ref: str) -> Optional[dict]:
     """store.get; None, with a warning naming it, for a run whose record cannot be read."""
-    from carbonrun.store.base import UnreadableRun
-
     try:
         return store.get(ref)
     except UnreadableRun as e:
@@ -121,8 +121,6 @@ def _get_or_skip(store: "Store", ref: str) -> Optional[dict]:
 
 def load_started(store, ref: str, back: int = 50) -> dict:
     """`load`, except that `last` and `-N` count only runs whose command started (not a typo's 127)."""
-    from carbonrun.report.units import never_started
-
     if ref != "last" and not re.fullmatch(r"-\d+", ref):
         return load(store, ref)
     wanted, seen, offset = (1 if ref == "last" else int(ref[1:])), 0, 0
@@ -146,16 +144,12 @@ def emit(text: str, output: Optional[str]) -> None:
             raise CarbonrunError(f"cannot write {output}: {e.strerror}", 2) from None
     else:
         if sys.stdout.isatty():  # stored text must not drive the terminal, whatever the format
-            from carbonrun.sanitize import terminal_output
-
             text = terminal_output(text)
         sys.stdout.write(text)
 
 
 def _tty(output: Optional[str]) -> Tuple[bool, int]:
     """Colour and width for stdout; width 0 (no wrapping) for a file or a pipe."""
-    from carbonrun.cli.render import color_enabled, terminal_width
-
     tty = output is None and sys.stdout.isatty()
     return tty and color_enabled(sys.stdout), terminal_width(sys.stdout) if tty else 0
 
@@ -171,8 +165,6 @@ def format_for(output: Optional[str]) -> str:
 
 
 def _complete_formats(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[str]:
-    from carbonrun.report import FORMATS
-
     return [f for f in FORMATS if f.startswith(incomplete)]
 
 
@@ -191,10 +183,9 @@ def report(ref: str, fmt: Optional[str], output: Optional[str], store: Optional[
     """Show a stored run: REF is `last`, an id, `-N` (the N-th most recent) or a uuid prefix."""
     fmt = fmt or format_for(output)
     if job:  # one row per node: carbonrun/cli/cluster.py
-        from carbonrun.cli.cluster import report_job
+        from carbonrun.cli.cluster import report_job  # cluster imports this module: a cycle at import time
 
         return report_job(job, fmt, output, store)
-    from carbonrun.report import available, formatter
 
     if fmt not in available():
         raise click.BadParameter(f"unknown format {fmt!r}; choose from {', '.join(available())}",
@@ -311,8 +302,6 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
     """List stored runs, newest first, with their energy and emissions.
 
     The records listed leave out their power timeline: `carbonrun report ID --format json` has it."""
-    from carbonrun.report import formatter
-
     fmt = fmt or (format_for(output) if format_for(output) in HISTORY_FORMATS else "table")
     since_ts = parse_since(since) if since else None
     wanted = parse_tags(tags)
@@ -322,8 +311,6 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
         records: Optional[List[Any]] = _query(st.summaries, **filters)
     else:  # no timelines (`report ID` has them); Markdown needs no more than the small columns either
         records = _query(st.query, brief=True, summary=fmt == "markdown", **filters)
-    import gc
-
     gc.disable()  # the records live until exit and a listing makes no cycles: collections would only rescan rows
     warn_skipped(st)
     if fmt == "table":
@@ -343,8 +330,6 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
 def _query(query: Callable[..., List[Any]], **filters: Any) -> Optional[List[Any]]:
     """Matching runs (store.query or store.summaries), or None when there is no store yet (listing
     nothing is not an error)."""
-    from carbonrun.store.base import NoStore
-
     def matching() -> Optional[List[Any]]:
         try:
             return query(**filters)
@@ -366,8 +351,6 @@ def _query(query: Callable[..., List[Any]], **filters: Any) -> Optional[List[Any
 @store_option
 def compare(a: str, b: str, fmt: Optional[str], output: Optional[str], store: Optional[str]) -> int:
     """Compare run B with run A: energy, kg CO2eq, duration, each component, and the ratio B/A."""
-    from carbonrun.report import compare as cmp
-
     fmt = fmt or (format_for(output) if format_for(output) in ("json", "markdown") else "table")
     st = open_store(store)
     ra, rb = load(st, a), load(st, b)

@@ -9,15 +9,14 @@ from __future__ import annotations
 import os
 from typing import IO, Dict, List, Optional
 
-from carbonrun.report import units
+from carbonrun.report import text as tx, units
+from carbonrun.cli.render import color_enabled
 
 ESC = "\x1b"
 
 
 class LiveTable:
     def __init__(self, stream: IO[str], color: Optional[bool] = None) -> None:
-        from carbonrun.cli.render import color_enabled
-
         self.out = stream
         self.color = color_enabled(stream) if color is None else color
         self.size = (0, 0)
@@ -79,8 +78,6 @@ class LiveTable:
 
     def _lines(self, session, cols: int) -> List[str]:
         """Title rule, header and one row per meter, fitted to `cols`: columns go before figures are cut."""
-        from carbonrun.report import text as tx
-
         acct = session.acct
         t = session.elapsed
         dt = t - self._prev_t

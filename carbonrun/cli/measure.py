@@ -14,6 +14,7 @@ from carbonrun.cli.exits import debugging
 from carbonrun.measure.session import LaunchError, block_signals, caller, run_unmeasured, wait_for
 from carbonrun.record import public
 from carbonrun.settings import Settings
+from carbonrun.cli.render import color_enabled, terminal_width
 
 
 # Notes that say something the user asked for did not happen: each is also a warning line, even under --quiet.
@@ -149,8 +150,6 @@ def _write_json(path: str, record: dict) -> None:
 
 def summary(record: dict, quiet: bool, verbose: bool = False) -> None:
     """The summary on stderr: wrapped to a terminal's width, one unwrapped line per fact in a log."""
-    from carbonrun.cli.render import color_enabled, terminal_width
-
     if quiet:
         from carbonrun.report.oneline import render as oneline  # one report module of many, when used
         sys.stderr.write(oneline(record) + "\n")

@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import click
 
 from carbonrun.cli.options import MEASUREMENT, RUN_ONLY, Opt, given
+from carbonrun.cli import exits
 
 
 def _click_option(o: Opt) -> Callable:
@@ -73,8 +74,7 @@ def run(ctx: click.Context, /, command: Tuple[str, ...], quiet: bool, no_live: b
     carbonrun exits with COMMAND's exit code (128+N when a signal N killed it, 127 when it
     cannot be found, 126 when it cannot be executed). Signals sent to carbonrun reach COMMAND.
     """
-    from carbonrun.cli import exits
-    from carbonrun.cli.measure import measure_options
+    from carbonrun.cli.measure import measure_options  # the engine: not for commands that borrow run's options
 
     # As the fast path: exit with the command's code at once, whatever stderr's state at teardown.
     exits.leave(measure_options(command, dict(params, quiet=quiet, no_live=no_live, json_path=json_path)))

@@ -13,10 +13,12 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import click
 
-from carbonrun import files
+from carbonrun import files, settings
 from carbonrun.sweep import core
 from carbonrun.cli.run import flag_values, run_options
 from carbonrun.errors import CarbonrunError
+from carbonrun.measure.session import block_signals, LaunchError
+from carbonrun.cli.render import color_enabled, terminal_width
 
 EXIT_FAILED = 3  # some point's command failed (as `gate` does for a failed command)
 
@@ -61,15 +63,12 @@ def sweep(ctx: click.Context, /, command: Tuple[str, ...], power_limit: Optional
     every run completed, 3 when some command failed, 128+N when signal N stopped the sweep, 2 on usage
     errors (nothing is run then).
     """
-    from carbonrun.measure.session import block_signals
-
     block_signals()  # before anything: a Ctrl-C between runs must not kill the sweep with limits changed
     if restore:
         if command:
             raise click.UsageError("--restore takes no COMMAND")
         return _restore()
     sw, obj = _plan(command, power_limit, knobs, repeat, objective, stop_on_failure)
-    from carbonrun import settings
 
     st = settings.resolve(flag_values(ctx, params))
     guard = _guard(sw, st.gpus) if sw.limits_w else None
@@ -122,8 +121,6 @@ def _guard(sw: core.Sweep, gpus_spec: str) -> core.LimitGuard:
 
 def _run(sw: core.Sweep, st: Any, guard: Optional[core.LimitGuard]) -> int:
     """Run the grid; the limits go back in the finally (and atexit), whatever ends the sweep."""
-    from carbonrun.measure.session import LaunchError
-
     try:
         if guard is not None:
             guard.arm()
@@ -266,13 +263,12 @@ def conclusions(sw: core.Sweep, obj: core.Objective, basis: str, max_power: Tupl
 
 
 def _show(header: List[str], rows: List[List[str]], lines: List[str]) -> None:
+    # rich only to draw the sweep's table
     import io
 
     from rich import box
     from rich.console import Console
     from rich.table import Table
-
-    from carbonrun.cli.render import color_enabled, terminal_width
 
     color = color_enabled(sys.stderr)
     console = Console(file=io.StringIO(), width=terminal_width(sys.stderr, 120), color_system="standard" if color

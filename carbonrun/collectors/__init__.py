@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import List, Set
 
 from carbonrun.collectors.base import Discovery, JobView, Meter, Probe
+from carbonrun.collectors import estimate, rapl
 
 __all__ = ["Discovery", "JobView", "Meter", "Probe", "estimated_components", "open_meters"]
 
@@ -25,8 +26,6 @@ def estimated_components(measured: Set[str]) -> List[str]:
 
 def open_meters(probe: Probe) -> Discovery:
     """RAPL when readable, else the estimate; NVML GPUs unless `--gpus none`."""
-    from carbonrun.collectors import estimate, rapl
-
     found = Discovery()
     _merge(found, rapl.discover(probe))
     need = estimated_components({m.component for m in found.meters if m.counted})
@@ -47,7 +46,7 @@ def open_meters(probe: Probe) -> Discovery:
                 found.notes.append("memory measured by the RAPL dram counter; "
                                    "the estimate covers the rest of the machine")
     if probe.gpus != "none":
-        from carbonrun.collectors import nvml
+        from carbonrun.collectors import nvml  # not with --gpus none
 
         _merge(found, nvml.discover(probe))
     return found

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 from carbonrun.gate import stats
 from carbonrun.gate.paired import MetricChoice, Plan
 from carbonrun.gate.stats import Record
+from carbonrun.report import units
 
 PASS, FAIL, USAGE, COMMAND_FAILED = 0, 1, 2, 3  # the gate's documented exit codes
 
@@ -62,8 +63,6 @@ class GateResult:
 
 
 def fmt(metric: str, x: float) -> str:
-    from carbonrun.report import units
-
     if metric == "energy":
         return units.energy(x)
     if metric == "emissions":

@@ -9,17 +9,22 @@ from __future__ import annotations
 import math
 import os
 import random
+import shlex
 import time
 import uuid as uuidlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from carbonrun import timefmt
+from carbonrun import __version__, timefmt
 from carbonrun.gate import paired, stats
 from carbonrun.gate.result import GateResult, Paired, fmt
 from carbonrun.gate.stats import GateError, Record
 from carbonrun.settings import Settings
+from carbonrun.measure.engine import execute, open_store, prepare
+from carbonrun.store.base import StoreError
+from carbonrun.gate.worktree import SetupFailed, worktree
+from carbonrun.measure.session import LaunchError, spawn
 
 Progress = Callable[[str], None]
 UNPAIRED_TESTS = ("mannwhitney", "welch", "none")
@@ -137,9 +142,6 @@ def _load_baseline(o: GateOptions, st: Settings) -> Optional[stats.Baseline]:
 
 def _stored_baseline(o: GateOptions, st: Settings) -> stats.Baseline:
     """The last --against-limit completed runs with the tag, read before this gate stores any."""
-    from carbonrun.measure.engine import open_store
-    from carbonrun.store.base import StoreError
-
     assert o.against is not None
     key, value = o.against
     store = open_store(st)
@@ -157,9 +159,6 @@ def _stored_baseline(o: GateOptions, st: Settings) -> stats.Baseline:
 
 def _check_comparable(baseline: Optional[stats.Baseline], o: GateOptions, st: Settings) -> List[str]:
     """Refuse a baseline from another machine class, meter set or settings, before running."""
-    from carbonrun import __version__
-    from carbonrun.measure.engine import prepare
-
     if baseline is None:
         return []
     probe = prepare(o.command, st)  # discovers meters and host exactly as the measured runs will
@@ -207,7 +206,6 @@ def _run_paired(o: GateOptions, st: Settings, gate_id: str, progress: Progress) 
     if o.vs_ref is None:
         assert o.vs is not None
         return _pairs(o, o.vs, None, f"--vs {_one_line(o.vs)}", current_st, base_st, gate_id, progress, None)
-    from carbonrun.gate.worktree import SetupFailed, worktree
 
     progress(f"checking out {o.vs_ref} in a temporary worktree")
     try:
@@ -331,8 +329,6 @@ def _inside(path: Optional[str]) -> Iterator[None]:
 
 def _spawn_and_wait(argv: List[str], cwd: Optional[str], what: str) -> int:
     """Run an unmeasured command (a warm-up, --setup) the way measured ones are spawned; its exit code."""
-    from carbonrun.measure.session import LaunchError, spawn
-
     try:
         with _inside(cwd):
             pid = spawn(argv)
@@ -359,9 +355,6 @@ def _warm_up(commands: Sequence[Tuple[List[str], Optional[str], str]], count: in
 def _measure(argv: List[str], st: Settings, label: str, progress: Optional[Progress],
              cwd: Optional[str] = None) -> Record:
     """One measured, stored run; a failure stops the gate (exit 3)."""
-    from carbonrun.measure.engine import execute, prepare
-    from carbonrun.measure.session import LaunchError
-
     p = prepare(argv, st)
     try:
         with _inside(cwd):
@@ -388,8 +381,6 @@ def exit_text(code: Optional[int]) -> str:
 
 def _one_line(argv: Sequence[str], width: int = 60) -> str:
     """A command on one line, shortened: commands can be long scripts, and newlines break Markdown."""
-    import shlex
-
     from carbonrun.sanitize import terminal  # a committed baseline's command must not drive the terminal
 
     text = terminal(" ".join(" ".join(shlex.quote(a) for a in argv).split()))
@@ -420,8 +411,6 @@ def _absolute_paths(st: Settings) -> Settings:
 
 
 def _version() -> str:
-    from carbonrun import __version__
-
     return __version__
 
 

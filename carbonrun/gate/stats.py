@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from carbonrun import timefmt
+from carbonrun import __version__, timefmt
+from carbonrun.units import counted_j
+from carbonrun.files import write_atomic
+from carbonrun.validate import is_sane, SAMPLE
 
 BASELINE_SCHEMA = "carbonrun.gate-baseline/1"
 RESULT_SCHEMA = "carbonrun.gate/1"
@@ -33,8 +36,6 @@ Record = Mapping[str, Any]  # a run record (record.RunRecord) or one read back f
 
 
 def _cpu_energy(record: Record) -> float:
-    from carbonrun.units import counted_j
-
     attribution = record.get("attribution")
     return sum(counted_j(c, attribution) for c in record.get("components", []) if c.get("component") == "cpu")
 
@@ -397,8 +398,6 @@ def settings_of(record: Record) -> Dict[str, Any]:
 
 def from_records(records: Sequence[Record], metric: str, source: str) -> Baseline:
     """A baseline from stored runs (oldest first); host and meters are those of the newest."""
-    from carbonrun import __version__
-
     ordered = sorted(records, key=lambda r: r.get("started_at") or "")
     last = ordered[-1]
     return Baseline(metric, [metric_value(r, metric) for r in ordered], fingerprint(last["host"]),
@@ -409,8 +408,6 @@ def from_records(records: Sequence[Record], metric: str, source: str) -> Baselin
 
 def write_baseline(path: str, baseline: Baseline) -> None:
     """Atomic replace, so a CI job killed mid-write never leaves a corrupt committed file."""
-    from carbonrun.files import write_atomic
-
     write_atomic(path, json.dumps(baseline.to_json(), indent=2) + "\n", mode=0o644)  # committed to a repo
 
 
@@ -439,7 +436,6 @@ def _baseline_problem(data: object) -> Optional[str]:
     if data.get("metric") not in METRICS:
         return f"unknown metric {data.get('metric')!r}"
     samples = data.get("samples")
-    from carbonrun.validate import SAMPLE, is_sane
 
     if not isinstance(samples, list) or not samples or not all(
             isinstance(x, (int, float)) and is_sane(x, SAMPLE) for x in samples):

@@ -26,6 +26,7 @@ from carbonrun.redact import redact_text
 from carbonrun.validate import G_PER_KWH, UNIX_TIME, number
 from carbonrun.intensity import providers
 from carbonrun.intensity.regions import Region, UnknownRegion, guess_from_timezone, local_timezone, lookup
+from carbonrun.config import read_limited
 
 WORLD_AVERAGE_G = 480.0  # g CO2eq/kWh, 2023 (Ember, Global Electricity Review 2024)
 DEFAULT_SCC = (120.0, 190.0, 340.0)  # US$ per tonne CO2
@@ -304,7 +305,7 @@ def _timestamp(value: Any) -> float:
     try:
         float(text)
     except ValueError:
-        from carbonrun.intensity.providers.base import parse_time
+        from carbonrun.intensity.providers.base import parse_time  # HTTP-side module: only for ISO times
 
         return parse_time(text)
     except OverflowError:
@@ -379,8 +380,6 @@ def load_intensity_file(path: str, *, region: Optional[str] = None) -> Intensity
     def fail_entry(n: int, why: str) -> IntensityFileError:
         return IntensityFileError(f"intensity file {path}, entry {n}: {why}")
 
-    from carbonrun.config import read_limited
-
     try:
         text = read_limited(path, INTENSITY_FILE_MAX_BYTES, "utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -427,7 +426,7 @@ def _scrub(text: str, options: Mapping[str, Any]) -> str:
 
 def _from_provider(name: str, options: Mapping[str, Any], region: Optional[str], now: float,
                    cache_dir: Optional[str], timeout: float, notes: List[str]) -> Optional[Intensity]:
-    from carbonrun.intensity.providers.base import ProviderError
+    from carbonrun.intensity.providers.base import ProviderError  # only with a configured provider
 
     opts = {"cache_dir": cache_dir, "timeout": timeout, **options}
     if region and not opts.get("region"):

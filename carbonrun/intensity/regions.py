@@ -114,7 +114,7 @@ def _unknown_message(name: str, query: str) -> str:
         candidates = [c for c in candidates if c.startswith(prefix)] or candidates
     matches: List[str] = []
     for cutoff in (0.6, 0.4):
-        import difflib
+        import difflib  # suggestions only for an unknown region
 
         matches = difflib.get_close_matches(query, candidates, n=8, cutoff=cutoff)
         if matches:

@@ -16,8 +16,15 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Typ
 from carbonrun.collectors.base import Discovery, Probe
 from carbonrun import paths
 from carbonrun.errors import CarbonrunError
-from carbonrun.intensity import chain
+from carbonrun import store as stores
+from carbonrun.intensity import carbon, chain
 from carbonrun.settings import Settings
+from carbonrun.collectors import open_meters
+from carbonrun.record import fill, host_info, new_record, to_json
+from carbonrun.accounting.energy import Accountant
+from carbonrun.measure import launcher
+from carbonrun.measure.launcher import mark, take_over
+from carbonrun.measure.session import LaunchError, Session
 
 if TYPE_CHECKING:
     from carbonrun.accounting.energy import Accountant
@@ -53,9 +60,7 @@ class Prepared:
 
 def open_store(st: Settings) -> Store:
     """The run store of the settings (an SQLite path or a postgresql:// URL), not yet connected."""
-    from carbonrun.store import open_store
-
-    store = open_store(st.store)
+    store = stores.open_store(st.store)
     store.keep_timeline = bool(st.values.get("keep_timeline"))  # else a coarse timeline is stored
     return store
 
@@ -72,10 +77,8 @@ def cache_dir() -> Path:
 def parse_scc(st: Settings) -> Optional[Tuple[float, float, float]]:
     if not st.scc:
         return None
-    from carbonrun.intensity.carbon import parse_scc
-
     try:
-        return parse_scc(st.scc)
+        return carbon.parse_scc(st.scc)
     except ValueError as e:
         raise CarbonrunError(f"invalid --scc {st.scc!r}: {e}", 2) from None
 
@@ -96,9 +99,6 @@ def cap_interval(st: Settings, found: Discovery) -> Settings:
 
 def prepare(argv: Sequence[str], st: Settings) -> Prepared:
     """Everything that can fail on bad input fails here, before the command starts."""
-    from carbonrun.collectors import open_meters
-    from carbonrun.record import host_info, new_record
-
     now = time.time()
     intensity = resolve_intensity(st, now, background=True)  # a live provider answers while the command runs
     scc = parse_scc(st)
@@ -120,9 +120,6 @@ def start(p: Prepared, make: Callable[[Sequence[Meter], Accountant, float, str],
 
     `make` is a Loop class (Session for a command, Block for code in this process). After this,
     either finish() or release() must be called."""
-    from carbonrun.accounting.energy import Accountant
-    from carbonrun.measure import launcher
-
     # The job section; one rank per node meters it (the node lock is held until release()).
     p.job, p.settings = launcher.claim(p.record, p.settings)
     st = p.settings
@@ -137,9 +134,6 @@ def start(p: Prepared, make: Callable[[Sequence[Meter], Accountant, float, str],
 def checkpoint(p: Prepared, loop: Loop) -> None:
     """Store the running record as it stands. From another thread than the store's (a tracked
     block's sampler), with a connection of its own and a copy of the record."""
-    from carbonrun.measure.launcher import take_over
-    from carbonrun.record import fill
-
     take_over(p.job, loop, p.record)  # a rank whose node's meter has ended meters the node from here
     if _thread.get_ident() == p.thread:
         _save(p, fill(p.record, loop, p.intensity, p.scc, final=False))
@@ -157,8 +151,6 @@ def execute(p: Prepared, argv: Sequence[str], on_draw: Optional[Callable[[Loop],
             on_start: Optional[Callable[[Loop], None]] = None,
             env: Optional[Dict[str, str]] = None) -> Tuple[RunRecord, Outcome]:
     """Run the command under measurement and store the record; returns (record, outcome)."""
-    from carbonrun.measure.session import LaunchError, Session
-
     session = start(p, Session, insert_now=False)
     session.on_spawn = lambda loop: _save(p, p.record, first=True)  # the store waits; the command does not
     session.on_draw = on_draw
@@ -191,22 +183,19 @@ def release(p: Prepared) -> None:
 def finish(p: Prepared, loop: Loop) -> RunRecord:
     """Close a measured run whose loop has ended: the final record, embodied carbon, the store,
     the Prometheus export. Releases the meters and the node claim first."""
-    from carbonrun.measure.launcher import take_over
-    from carbonrun.record import fill
-
     take_over(p.job, loop, p.record)  # the node's meter ended before this rank: count the node up to now
     release(p)
     st = p.settings
     p.intensity.wait(LIVE_GRACE_S)  # a live answer in flight: its outcome (often a quick refusal) gets noted
     record = fill(p.record, loop, p.intensity, p.scc, final=True)
     if st.values.get("embodied"):  # embodied carbon, beside (never in) emissions
-        from carbonrun.accounting.embodied import section
+        from carbonrun.accounting.embodied import section  # only with --embodied
 
         record["embodied"] = section(record, st)
     _save(p, record)
     textfile, gateway = st.values.get("prometheus_textfile"), st.values.get("pushgateway")
     if textfile or gateway:  # a failure is a note
-        from carbonrun import metrics
+        from carbonrun import metrics  # only when an export is configured
 
         if metrics.export(record, textfile, gateway):
             _save(p, record)
@@ -215,9 +204,6 @@ def finish(p: Prepared, loop: Loop) -> RunRecord:
 
 def _save(p: Prepared, record: RunRecord, first: bool = False) -> None:
     """Store the record; if the store fails, keep it aside in a private file (store/kept.py) and say where."""
-    from carbonrun.measure.launcher import mark
-    from carbonrun.record import to_json
-
     mark(record)  # a rank pointing to its node's meter counts no energy
     try:
         if first:

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 from carbonrun import paths
 from carbonrun.collectors.base import JobView, Meter
+from carbonrun.files import write_atomic
+from carbonrun.accounting.energy import Accountant
+from carbonrun.intensity.carbon import iso
 
 ENV_HOSTNAME = "CARBONRUN_HOSTNAME"  # hidden: simulates several nodes on one machine (tests, demos)
 WAIT_FOR_METER_S = 2.0
@@ -141,8 +144,6 @@ def _key(m: Meter) -> str:
 
 
 def _leave_positions(lock: Path, uuid: str, meters: Sequence[Meter]) -> None:
-    from carbonrun.files import write_atomic
-
     positions = {_key(m): m.position() for m in meters}
     try:
         write_atomic(handoff_path(lock), json.dumps({"uuid": uuid, "ended": time.time(), "positions": positions}))
@@ -166,9 +167,6 @@ def take_over(claim: Optional[Claim], loop: Any, record: "RunRecord") -> bool:
     node's meter from then on. True when it took over."""
     if claim is None or not claim.try_lock():
         return False
-    from carbonrun.accounting.energy import Accountant
-    from carbonrun.intensity.carbon import iso
-
     loop.tick(loop.clock())
     left = _read_positions(claim.path) if claim.path is not None else None
     fresh = left is not None and float(left.get("ended", 0)) >= claim.started - 1.0

@@ -5,6 +5,7 @@ Formats that can list several runs also have `render_many(records) -> str`.
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.util import find_spec
 from types import ModuleType
 
 FORMATS = {
@@ -25,6 +26,4 @@ def formatter(name: str) -> ModuleType:
 
 def available() -> list:
     """Format names whose module exists in this build."""
-    from importlib.util import find_spec
-
     return [n for n, m in FORMATS.items() if find_spec(m) is not None]

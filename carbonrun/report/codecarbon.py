@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
 from carbonrun.units import counted_j, kwh
+from carbonrun.intensity import regions
+from carbonrun.report.csvfmt import table
 
 COLUMNS = (
     "timestamp", "project_name", "run_id", "duration", "emissions", "emissions_rate",
@@ -41,8 +43,6 @@ def _place(region: Optional[str]) -> Tuple[str, str, str, str]:
         provider, _, name = region.partition(":")
         return "", "", provider, name
     try:
-        from carbonrun.intensity import regions
-
         r = regions.lookup(region)
         return r.name, regions.alpha3(r.key), "", ""
     except (LookupError, OSError, ValueError):
@@ -90,8 +90,6 @@ def row(record: dict) -> Dict[str, object]:
 
 
 def render_many(records: List[dict]) -> str:
-    from carbonrun.report.csvfmt import table
-
     return table(COLUMNS, (row(r) for r in records))
 
 

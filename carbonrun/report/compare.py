@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from typing import Dict, List, Optional, Tuple
 
-from carbonrun.report import units
+from carbonrun.report import text as tx, units
 from carbonrun.units import counted_j, kwh
+from carbonrun.report.markdown import cell
 
 
 def _counted_j(record: dict) -> Dict[str, float]:
@@ -101,8 +102,6 @@ def render_json(a: dict, b: dict) -> str:
 
 
 def render_markdown(a: dict, b: dict) -> str:
-    from carbonrun.report.markdown import cell
-
     lines = [f"**A** {cell(_label(a))}  ", f"**B** {cell(_label(b))}", "",
              "| | A | B | B/A |", "|---|---:|---:|---:|"]
     for m in metrics(a, b):
@@ -113,8 +112,6 @@ def render_markdown(a: dict, b: dict) -> str:
 
 
 def render_table(a: dict, b: dict, *, color: bool = False, width: int = 100) -> str:
-    from carbonrun.report import text as tx
-
     lines = [tx.style("A", "bold", color) + " " + tx.printable(_label(a)),
              tx.style("B", "bold", color) + " " + tx.printable(_label(b))]
     rows = []

@@ -11,9 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-from carbonrun.report import units
-from carbonrun.report.statement import scc_label
+from carbonrun.report import statement as st, units
+from carbonrun.report.statement import is_epa, region_name, scc_label
 from carbonrun.units import counted_key, counts_job
+from carbonrun.intensity.carbon import equivalent
 
 COLORS = {"cpu": "#2563eb", "gpu": "#16a34a", "dram": "#9333ea", "ram": "#d97706", "psys": "#64748b"}
 _FALLBACK = ["#0891b2", "#db2777", "#65a30d", "#ea580c"]
@@ -236,8 +237,6 @@ def _when(iso_time: object) -> str:
 def _place(key: object) -> str:
     """The table's name for a region key ("DE" -> "Germany"), else the key as recorded."""
     try:
-        from carbonrun.report.statement import region_name
-
         return region_name(str(key)) or str(key)
     except ImportError:
         return str(key)
@@ -320,9 +319,6 @@ def _dl(items: Sequence[Tuple[str, object]]) -> str:
 
 
 def carbon(r: dict) -> str:
-    from carbonrun.intensity.carbon import equivalent
-    from carbonrun.report.statement import is_epa
-
     ci, sc = r.get("intensity") or {}, r.get("social_cost_usd") or {}
     e = r.get("energy") or {}
     f = units.figures(r)
@@ -363,8 +359,6 @@ def embodied(r: dict) -> str:
 
 def statement(r: dict) -> str:
     """The Henderson et al. (2020) statement (report/statement.py) with its footnote."""
-    from carbonrun.report import statement as st
-
     f = st.facts(r)
     return (f'<section><h2>Carbon impact statement</h2><blockquote>{esc(st.sentence(f))}</blockquote>'
             f'<p class="method">{esc(st.method(f))}</p></section>')

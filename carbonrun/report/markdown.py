@@ -10,6 +10,7 @@ from typing import List
 from carbonrun.report import units
 from carbonrun.units import counts_job
 from carbonrun.report.table import component_name
+from carbonrun.report.statement import scc_label
 
 _ESCAPES = {"\\": "\\\\", "`": "\\`", "|": "\\|", "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]", "#": "\\#",
             "<": "&lt;", ">": "&gt;", "&": "&amp;", "~": "\\~",
@@ -45,8 +46,6 @@ def figures(record: dict) -> List[str]:
         rows.append(f"| Grid intensity | {units.intensity(ci['g_per_kwh'])} g CO2eq/kWh,"
                     f" {cell(ci.get('region') or 'no region')} ({cell(ci.get('source', 'unknown'))}) |")
     if sc.get("central") is not None:
-        from carbonrun.report.statement import scc_label
-
         rng = "" if sc["central"] < units.SMALLEST_USD else f" ({units.usd(sc['low'])} to {units.usd(sc['high'])})"
         rows.append(f"| Social cost | {cell(units.usd(sc['central']) + rng)}, {cell(scc_label(record))} |")
     emb = record.get("embodied")

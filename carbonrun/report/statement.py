@@ -14,6 +14,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from carbonrun.report import units
 from carbonrun.units import counts_job
+from carbonrun.intensity.regions import lookup, UnknownRegion
+from carbonrun.intensity.carbon import DEFAULT_SCC, social_cost
+from carbonrun.report.text import printable
 
 _BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
 EPA = ("the US EPA's global social cost of carbon (December 2023; 2020 US dollars; emission year 2020): "
@@ -34,8 +37,6 @@ def region_name(region: Optional[str]) -> Optional[str]:
     if not region:
         return None
     try:
-        from carbonrun.intensity.regions import UnknownRegion, lookup
-
         return lookup(region).name
     except (UnknownRegion, OSError, ValueError, LookupError):
         return region
@@ -46,8 +47,6 @@ def scc_rates(record: Dict[str, Any]) -> Optional[Tuple[float, float, float]]:
     sc = record.get("social_cost_usd") or {}
     basis = str(sc.get("basis") or "")
     if not sc or basis.startswith("US EPA"):
-        from carbonrun.intensity.carbon import DEFAULT_SCC
-
         return DEFAULT_SCC
     kg = float((record.get("emissions") or {}).get("kg") or 0.0)
     if kg > 0:
@@ -74,8 +73,6 @@ def facts(record: Dict[str, Any]) -> Dict[str, Any]:
     intensity = record.get("intensity") or {}
     cost = record.get("social_cost_usd")
     if not cost or cost.get("central") is None:
-        from carbonrun.intensity.carbon import social_cost
-
         cost = social_cost(kg)
     exit_code = record.get("exit_code")
     started = not units.never_started(record)
@@ -204,8 +201,6 @@ def method(f: Dict[str, Any]) -> str:
 
 
 def render(record: Dict[str, Any], *, color: bool = False, width: int = 100) -> str:
-    from carbonrun.report.text import printable
-
     f = facts(record)
     text, note = printable(sentence(f)), printable(method(f))  # host and region names are the record's
     if width > 0:

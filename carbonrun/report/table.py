@@ -12,6 +12,8 @@ from typing import List, Optional, Tuple
 from carbonrun.report import text as tx
 from carbonrun.report import units
 from carbonrun.units import counts_job
+from carbonrun.report.statement import scc_label
+from carbonrun.intensity.carbon import equivalent
 
 STATUS_STYLE = {"completed": "green", "failed": "red", "interrupted": "yellow", "incomplete": "yellow",
                 "running": "cyan"}
@@ -63,7 +65,6 @@ def _social_cost(record: dict, verbose: bool) -> Optional[str]:
     sc = record.get("social_cost_usd") or {}
     if sc.get("central") is None:
         return None
-    from carbonrun.report.statement import scc_label
 
     rng = "" if sc["central"] < units.SMALLEST_USD else f" ({units.usd(sc['low'])} to {units.usd(sc['high'])})"
     return f"{units.usd(sc['central'])}{rng}, {scc_label(record)}"
@@ -73,7 +74,6 @@ def _equivalent(kg: float) -> Optional[str]:
     """The everyday comparison, when there is one worth reading (a metre of driving or more)."""
     if kg < 0.00025:
         return None
-    from carbonrun.intensity.carbon import equivalent
 
     return equivalent(kg)
 
@@ -135,7 +135,7 @@ def summary_lines(record: dict, *, width: int = 0, color: bool = False, verbose:
     if eq:
         rows.append(("equivalent", eq))
     if record.get("plan"):  # present only when asked (docs/carbon.md)
-        from carbonrun.intensity import planner
+        from carbonrun.intensity import planner  # the planner (and its settings) only for a planned run
 
         rows += [r for r in (planner.summary_line(record),) if r]
     emb = record.get("embodied")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from carbonrun.redact import redact  # noqa: F401  (the old place of the name)
+from carbonrun.files import is_dev_null
 
 if TYPE_CHECKING:
     from carbonrun.store.base import Store
@@ -24,7 +25,6 @@ def is_none(spec: Optional[str]) -> bool:
     text = str(spec).strip()
     if text.lower() == "none":
         return True
-    from carbonrun.files import is_dev_null
 
     return is_dev_null(text)
 
@@ -33,13 +33,13 @@ def open_store(spec: Optional[str]) -> "Store":
     """The store a spec names (None: the default file). Nothing is connected here: the caller decides
     when (and a writer to PostgreSQL may spool)."""
     if is_none(spec):
-        from carbonrun.store.null import NullStore
+        from carbonrun.store.null import NullStore  # each store loads only when chosen
 
         return NullStore()
     if is_url(spec):
-        from carbonrun.store.postgres import PgStore
+        from carbonrun.store.postgres import PgStore  # psycopg only for a postgresql:// store
 
         return PgStore(str(spec))
-    from carbonrun.store.sqlite import SqliteStore, default_path
+    from carbonrun.store.sqlite import SqliteStore, default_path  # sqlite3 only when a store is opened
 
     return SqliteStore(Path(str(spec)) if spec else default_path())

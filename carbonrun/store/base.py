@@ -19,6 +19,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NamedTup
                     TypeVar, cast)
 
 from carbonrun.store.owner import owner_alive
+from carbonrun import units
 
 if TYPE_CHECKING:
     from carbonrun.record import RunRecord
@@ -512,8 +513,6 @@ class SqlStore(Store):
 def summary_row(record: Record) -> Dict[str, Any]:
     """The SUMMARY_COLUMNS a backend writes beside the record: what a listing shows, computed once when
     the run is stored (the same for every store). None where a figure is not a finite number."""
-    from carbonrun import units
-
     def num(v: Any) -> Optional[float]:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         return float(v) if ok else None

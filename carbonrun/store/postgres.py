@@ -18,6 +18,7 @@ from carbonrun.store import kept
 from carbonrun.store.base import (SUMMARY_COLUMNS, Record, Row, SqlStore, StoreError,  # noqa: F401
                                   check_prune, coarse, storable, summary_row, writable)
 from carbonrun.store.owner import owner_token
+from carbonrun.paths import data_dir
 
 if TYPE_CHECKING:
     from carbonrun.record import RunRecord
@@ -100,8 +101,6 @@ _UPDATE = (
 
 def spool_dir(env: Optional[Dict[str, str]] = None) -> Path:
     """Beside the default SQLite store (CARBONRUN_HOME, else $XDG_DATA_HOME/carbonrun)."""
-    from carbonrun.paths import data_dir
-
     return data_dir(env) / "spool"
 
 
@@ -129,7 +128,7 @@ class PgStore(SqlStore):
     # -- connecting --------------------------------------------------------------------------------
     def _open(self) -> Any:
         psycopg = _psycopg()
-        from psycopg.conninfo import conninfo_to_dict
+        from psycopg.conninfo import conninfo_to_dict  # psycopg is optional (the postgres extra)
 
         try:
             params = conninfo_to_dict(self.url)
@@ -166,7 +165,7 @@ class PgStore(SqlStore):
 
 
     def _migrate(self, conn: Any) -> None:
-        import psycopg
+        import psycopg  # psycopg is optional (the postgres extra)
 
         try:
             version = conn.execute("SELECT max(version) FROM carbonrun.schema_version").fetchone()[0] or 0
@@ -201,7 +200,7 @@ class PgStore(SqlStore):
 
     # -- reading (the queries are in SqlStore) ------------------------------------------------------
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> List[Row]:
-        import psycopg
+        import psycopg  # psycopg is optional (the postgres extra)
 
         conn = self.connect(create=False)
         try:
@@ -213,7 +212,7 @@ class PgStore(SqlStore):
         return "array_to_string(ARRAY(SELECT jsonb_array_elements_text(command)), ' ') ILIKE ? ESCAPE '\\'"
 
     def _tags_filter(self, tags: Dict[str, str]) -> Tuple[str, List[Any]]:
-        from psycopg.types.json import Jsonb
+        from psycopg.types.json import Jsonb  # psycopg is optional (the postgres extra)
 
         return "tags @> ?", [Jsonb(tags)]
 
@@ -234,7 +233,7 @@ class PgStore(SqlStore):
 
     def save(self, run: "RunRecord") -> None:
         """Write the record as it stands; spool it when the server is away (retried for the final save)."""
-        import psycopg
+        import psycopg  # psycopg is optional (the postgres extra)
 
         record = writable(run)
         if self._conn is None and not (self.offline and record.get("status") == "running"):
@@ -258,7 +257,7 @@ class PgStore(SqlStore):
                 keep_timeline: bool = False) -> int:
         """Write one version of a run. It reached the database: a note that it waits in the spool is
         no longer true, and goes."""
-        from psycopg.types.json import Jsonb
+        from psycopg.types.json import Jsonb  # psycopg is optional (the postgres extra)
 
         for key in ("notes", "base_notes"):
             if any(_is_spool_note(n) for n in record.get(key) or []):
@@ -331,7 +330,7 @@ class PgStore(SqlStore):
 
         Idempotent: a file is removed only after its upsert, and an upsert never duplicates a uuid
         nor overwrites a newer version, so two syncs at once or a crash in between lose nothing."""
-        import psycopg
+        import psycopg  # psycopg is optional (the postgres extra)
 
         conn = self.connect(create=False)
         sent, errors, others = 0, [], []  # type: int, List[str], List[str]
@@ -364,7 +363,7 @@ class PgStore(SqlStore):
 def _psycopg() -> Any:
     """psycopg 3, imported only for a PostgreSQL store (an optional dependency)."""
     try:
-        import psycopg
+        import psycopg  # psycopg is optional (the postgres extra)
     except ImportError:
         raise StoreError("a PostgreSQL store needs psycopg 3: pip install 'carbonrun[postgres]'") from None
     return psycopg

@@ -23,10 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from carbonrun.files import RefusedPath, create_private, private_dirs, read_head
+from carbonrun.files import create_private, kind, private_dirs, read_head, RefusedPath
 from carbonrun.store.base import (SUMMARY_COLUMNS, NoStore, Record, Row, SqlStore, StoreError,  # noqa: F401
                                   check_prune, storable, summary_row, writable)
 from carbonrun.store.owner import owner_token
+from carbonrun.paths import data_dir
 
 if TYPE_CHECKING:
     from carbonrun.record import RunRecord
@@ -94,8 +95,6 @@ _AFTER = {3: _fill_summaries}
 
 
 def default_path(env: Optional[Dict[str, str]] = None) -> Path:
-    from carbonrun.paths import data_dir
-
     return data_dir(env) / "runs.sqlite"
 
 
@@ -143,8 +142,6 @@ class SqliteStore(SqlStore):
         if stat.S_ISDIR(st.st_mode):
             raise StoreError(f"{self.path} is a directory, not a run store: pass --store PATH to a file")
         if not stat.S_ISREG(st.st_mode):
-            from carbonrun.files import kind
-
             raise StoreError(f"{self.path} is {kind(st.st_mode)}, not a run store; it was left untouched:"
                              " pass --store PATH to a file, or --no-store to keep nothing")
         if st.st_uid != os.geteuid():

@@ -7,16 +7,21 @@ callers may put it in notes and logs as is.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
 import re
 import stat
 import time
+import urllib.parse
 from typing import Any, Callable, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from carbonrun.net import CREDENTIAL_HEADERS, MAX_BODY, TooLarge, credential_problem, http_get  # the HTTP client
 from carbonrun.validate import G_PER_KWH, STEP_S, TIMEOUT_S, UNIX_TIME, number
+from carbonrun.timefmt import iso as _iso
+from carbonrun.files import private_dirs, write_atomic
+from carbonrun.redact import redact_text
 
 T = TypeVar("T")
 Segment = Tuple[float, float, float]  # (valid_from, valid_to, g CO2eq per kWh), unix seconds
@@ -79,8 +84,6 @@ def parse_time(text: str) -> float:
 
 def iso(t: float) -> str:
     """Unix seconds as ISO 8601 UTC to the minute, the form the provider APIs take."""
-    from carbonrun.timefmt import iso as _iso
-
     return _iso(t, utc=True, timespec="minutes")
 
 
@@ -106,8 +109,6 @@ class DiskCache:
         self.directory = directory
 
     def _path(self, url: str) -> str:
-        import hashlib
-
         return os.path.join(self.directory or "", hashlib.sha256(url.encode()).hexdigest()[:40] + ".json")
 
     def get(self, url: str, now: float) -> Any:
@@ -125,8 +126,6 @@ class DiskCache:
         if not self.directory or expires_at <= now:
             return
         try:
-            from carbonrun.files import private_dirs, write_atomic
-
             private_dirs(self.directory)  # 0700 whatever the umask: no one else plants an answer
             write_atomic(self._path(url), json.dumps({"url": url, "fetched_at": now, "expires_at": expires_at,
                                                       "body": body}))
@@ -183,8 +182,6 @@ class Provider:
         return text
 
     def fail(self, message: str, status: Optional[int] = None) -> ProviderError:
-        from carbonrun.redact import redact_text
-
         return ProviderError(redact_text(self.scrub(f"{self.title}: {message}")), status)
 
     def fetch(
@@ -200,8 +197,6 @@ class Provider:
 
         headers may be a callable so that a login happens only when the cache misses.
         """
-        import urllib.parse
-
         url = self.base_url + path + ("?" + urllib.parse.urlencode(params) if params else "")
         now = self.clock()
         body = self.cache.get(url, now) if cache else None
@@ -222,7 +217,7 @@ class Provider:
 
     def get_json(self, url: str, headers: Mapping[str, str]) -> Any:
         """One GET within the timeout, all of it; every failure becomes a scrubbed ProviderError."""
-        import urllib.error
+        import urllib.error  # HTTP errors: only once a request failed
 
         shown = url.split("?", 1)[0]
         if any(name.lower() in CREDENTIAL_HEADERS for name in headers):
