@@ -142,7 +142,8 @@ class Ctx:
 
 def make_ctx(tmp: Path, quick: bool) -> Ctx:
     venv = ROOT / ".venv" / "bin"
-    script = venv / "carbonrun" if (venv / "carbonrun").exists() else shutil.which("carbonrun")
+    script = (os.environ.get("BENCH_CARBONRUN")  # a console script to measure (e.g. a regular install's)
+              or (venv / "carbonrun" if (venv / "carbonrun").exists() else shutil.which("carbonrun")))
     python = str(venv / "python") if (venv / "python").exists() else sys.executable
     if script:
         shebang = Path(script).read_text(errors="replace").splitlines()[0]

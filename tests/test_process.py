@@ -7,6 +7,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from carbonrun.collectors.process import BusyClock, ProcessTree
 
 SPAWNER = textwrap.dedent("""
@@ -78,7 +80,7 @@ def test_cgroup_counts_the_whole_tree_in_one_read(tmp_path):
     truth_file = tmp_path / "truth"
     p, cg = _spawn_in_cgroup([sys.executable, "-c", SPAWNER, "30", str(truth_file)])
     if cg is None:
-        import pytest
+
 
         pytest.skip("no writable cgroup v2 here (the /proc walk serves alone)")
     tree = ProcessTree(p.pid, cgroup=cg)
@@ -98,7 +100,7 @@ def test_cgroup_counts_the_whole_tree_in_one_read(tmp_path):
 def test_cgroup_close_hands_leftover_daemons_home():
     p, cg = _spawn_in_cgroup(["sleep", "30"])
     if cg is None:
-        import pytest
+
 
         pytest.skip("no writable cgroup v2 here")
     try:
@@ -115,3 +117,19 @@ def test_cgroup_can_be_turned_off(monkeypatch):
 
     monkeypatch.setenv("CARBONRUN_CGROUP", "off")
     assert JobCgroup.create() is None
+
+
+def test_a_killed_carbonruns_empty_cgroup_is_removed_by_the_next_one():
+    from carbonrun.collectors.process import JobCgroup
+
+    cg = JobCgroup.create()
+    if cg is None:
+        pytest.skip("no writable cgroup v2 here")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer exists, as a SIGKILLed carbonrun's
+    stale = f"{cg.home}/carbonrun-{dead.pid}"
+    os.mkdir(stale)
+    cg.close()
+    again = JobCgroup.create()
+    assert again is not None and not os.path.exists(stale)
+    again.close()

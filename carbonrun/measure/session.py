@@ -116,6 +116,8 @@ class Session(Loop):
         try:
             self.tree = ProcessTree(self.pid, self.proc_root, orphans_of=os.getpid(), cgroup=cgroup)
         except Exception as e:
+            if cgroup is not None:
+                cgroup.close()
             self._stop_measuring("the process tree", e)
         if self.on_spawn is not None:
             self.on_spawn(self)
@@ -195,6 +197,12 @@ class Session(Loop):
                 self._stop_measuring("the closing reads", e)
             now = self.clock()
             o.ended_wall, o.duration_s = self.wall(), now - self.t0
+        finally:
+            if self.tree is not None:  # its files and the job cgroup, whatever stopped measuring
+                try:
+                    self.tree.close()
+                except OSError:
+                    pass
         if o.signalled == signal.SIGINT:
             o.interrupted = True
         return o
