@@ -80,8 +80,6 @@ def test_cgroup_counts_the_whole_tree_in_one_read(tmp_path):
     truth_file = tmp_path / "truth"
     p, cg = _spawn_in_cgroup([sys.executable, "-c", SPAWNER, "30", str(truth_file)])
     if cg is None:
-
-
         pytest.skip("no writable cgroup v2 here (the /proc walk serves alone)")
     tree = ProcessTree(p.pid, cgroup=cg)
     assert open(f"/proc/{p.pid}/cgroup").read().strip().endswith(cg.path[len(cg.home):])
@@ -100,8 +98,6 @@ def test_cgroup_counts_the_whole_tree_in_one_read(tmp_path):
 def test_cgroup_close_hands_leftover_daemons_home():
     p, cg = _spawn_in_cgroup(["sleep", "30"])
     if cg is None:
-
-
         pytest.skip("no writable cgroup v2 here")
     try:
         cg.close()
