@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -248,3 +249,27 @@ def test_a_step_in_intensity_is_integrated_exactly_within_each_attribution_step(
     assert acct.kg == pytest.approx(exact, rel=1e-6)  # a step function is integrated exactly
     assert at_end.kg > exact * 1.02  # the value at each step's end charges 0.1 s at 500 instead of 100
     assert acct.mean_intensity() == pytest.approx((3.1 * 100 + 2.9 * 500) / 6)
+
+
+def test_tdp_lookup_takes_the_longest_table_name_found_as_words_in_the_model_string():
+    """The fast normalisation (bytes.translate) finds what the definition (a regex per name) finds."""
+    import csv
+    import re
+
+    from carbonrun.collectors.estimate import lookup_tdp
+
+    path = Path(__file__).resolve().parents[1] / "carbonrun" / "data" / "cpu_tdp.csv"
+    rows = [(r["model"], float(r["tdp_w"])) for r in csv.DictReader(path.open(newline=""))]
+
+    def reference(model):
+        text = " " + re.sub(r"[^a-z0-9]+", " ", model.lower()) + " "
+        keys = [(" " + re.sub(r"[^a-z0-9]+", " ", n.lower()).strip() + " ", n, w) for n, w in rows]
+        found = [(n, w) for k, n, w in keys if k.strip() and k in text]
+        return max(found, key=lambda f: len(f[0]), default=None)
+
+    models = ["AMD EPYC 7763 64-Core Processor", "Intel(R) Xeon(R) Gold 6248R CPU @ 3.00GHz",
+              "Intel® Core™ i7-8650U CPU @ 1.90GHz", "Apple M1", "Intel(R) Xeon(R) Processor"]
+    models += [f"Intel(R) Xeon(R) {rows[i][0]} CPU @ 2GHz" for i in range(0, len(rows), 97)]
+    for model in models:
+        assert lookup_tdp(model) == reference(model), model
+    assert lookup_tdp("AMD EPYC 7763 64-Core Processor")[1] == 280.0

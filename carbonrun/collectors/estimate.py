@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from typing import Dict, List, Optional, Tuple
 
 from carbonrun.collectors.base import Discovery, JobView, Meter, Probe
@@ -171,18 +170,18 @@ def cpu_model(proc_root: str = "/proc") -> str:
     return "unknown"
 
 
-_NON_WORD = {i: " " for i in range(128) if not (chr(i).isascii() and chr(i).isalnum())}
+_NON_WORD = bytes(c if chr(c).isascii() and chr(c).isalnum() else 32 for c in range(256))
 
 
 def _words(text: str) -> str:
     """Lower-case ASCII letters and digits, every other run of characters one space, padded with spaces."""
-    return " " + " ".join(text.lower().encode("ascii", "replace").decode().translate(_NON_WORD).split()) + " "
+    return " " + " ".join(text.lower().encode("ascii", "replace").translate(_NON_WORD).decode().split()) + " "
 
 
 def lookup_tdp(model: str) -> Optional[Tuple[str, float]]:
     """The longest TDP-table model name that appears as a word sequence in the CPU's model string.
 
-    Runs on every start, over some 4,900 names, so the normalisation is str.translate, not a regex."""
+    Runs on every start, over some 4,900 names, so the normalisation is bytes.translate, not a regex."""
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "cpu_tdp.csv")
     text = _words(model)
     best = None
