@@ -63,43 +63,65 @@ def test_finish_takes_the_kernels_final_figure():
     assert tree.sample().job_cpu_s == 1.75
 
 
-def _spawn_in_cgroup(args):
-    from carbonrun.collectors.process import spawn_in_cgroup
+MANY = textwrap.dedent("""
+    import subprocess, sys, time
+    sleepers = [subprocess.Popen(["sleep", "30"]) for _ in range(int(sys.argv[1]))]
+    time.sleep(0.6)  # the tree is seen and moves into its cgroup
+    burn = "import time\\nt=time.process_time()\\nwhile time.process_time()-t<0.05: pass"
+    for _ in range(10):
+        subprocess.run([sys.executable, "-S", "-c", burn])  # born in the cgroup, come and go
+    for p in sleepers:
+        p.kill()
+        p.wait()
+    import resource
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    open(sys.argv[2], "w").write(str(s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime))
+    time.sleep(0.3)
+""")
 
-    proc = {}
 
-    def spawn():
-        proc["p"] = subprocess.Popen(args)
-        return proc["p"].pid
-
-    pid, cg = spawn_in_cgroup(spawn)
-    return proc["p"], cg
-
-
-def test_cgroup_counts_the_whole_tree_in_one_read(tmp_path):
+def test_a_large_tree_moves_into_a_cgroup_and_is_counted_in_one_read(tmp_path):
     truth_file = tmp_path / "truth"
-    p, cg = _spawn_in_cgroup([sys.executable, "-c", SPAWNER, "30", str(truth_file)])
-    if cg is None:
-        pytest.skip("no writable cgroup v2 here (the /proc walk serves alone)")
-    tree = ProcessTree(p.pid, cgroup=cg)
-    assert open(f"/proc/{p.pid}/cgroup").read().strip().endswith(cg.path[len(cg.home):])
+    p = subprocess.Popen([sys.executable, "-c", MANY, "20", str(truth_file)])
+    tree = ProcessTree(p.pid, discover_every=1, use_cgroup=True, cgroup_from=16)
     while not truth_file.exists() or not truth_file.read_text():
-        tree.sample()
-        time.sleep(0.1)
+        sample = tree.sample()
+        time.sleep(0.05)
     sample = tree.sample()
+    if tree.cgroup is None:
+        p.kill()
+        pytest.skip("no writable cgroup v2 here (the /proc walk serves alone)")
+    path = tree.cgroup.path
+    assert open(f"/proc/{p.pid}/cgroup").read().strip().endswith(path[len(tree.cgroup.home):])
     truth = float(truth_file.read_text())
-    assert abs(sample.job_cpu_s - truth) <= 0.02 * truth + 0.02, (sample.job_cpu_s, truth)
+    assert truth > 0.5  # ten children of 50 ms each, all born after the move
+    assert abs(sample.job_cpu_s - truth) <= 0.03 * truth + 0.03, (sample.job_cpu_s, truth)
     assert p.pid in sample.pids and sample.rss_bytes > 0
     p.wait()
     tree.close()
-    assert not os.path.exists(cg.path)  # removed once the job is done
+    assert not os.path.exists(path)  # removed once the job is done
+
+
+def test_a_small_tree_never_touches_cgroups():
+    p = subprocess.Popen(["sleep", "0.5"])
+    tree = ProcessTree(p.pid, discover_every=1, use_cgroup=True, cgroup_from=16)
+    before = open(f"/proc/{p.pid}/cgroup").read()
+    for _ in range(3):
+        tree.sample()
+    assert tree.cgroup is None and open(f"/proc/{p.pid}/cgroup").read() == before
+    p.wait()
+    tree.close()
 
 
 def test_cgroup_close_hands_leftover_daemons_home():
-    p, cg = _spawn_in_cgroup(["sleep", "30"])
+    from carbonrun.collectors.process import JobCgroup
+
+    cg = JobCgroup.create()
     if cg is None:
         pytest.skip("no writable cgroup v2 here")
+    p = subprocess.Popen(["sleep", "30"])
     try:
+        assert cg.adopt([p.pid]) and cg.pids() == [p.pid]
         cg.close()
         assert not os.path.exists(cg.path)
         assert cg.path[len(cg.home):] not in open(f"/proc/{p.pid}/cgroup").read()

@@ -73,7 +73,7 @@ def store_option(f: Callable) -> Callable:
                              " [env CARBONRUN_STORE, config `store`].")(f)
 
 
-def _complete_ids(ctx: click.Context, param: click.Parameter, incomplete: str):
+def _complete_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[str]:
     try:
         store = open_store(ctx.params.get("store"))
     except CarbonrunError:
@@ -91,7 +91,7 @@ def check_ref(ref: str) -> str:
     return ref
 
 
-def guarded(call: Callable, *args, **kwargs):
+def guarded(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a store call; its failures become one-line errors with the documented exit codes."""
     try:
         return call(*args, **kwargs)
@@ -119,7 +119,7 @@ def _get_or_skip(store: "Store", ref: str) -> Optional[dict]:
         return None
 
 
-def load_started(store, ref: str, back: int = 50) -> dict:
+def load_started(store: "Store", ref: str, back: int = 50) -> dict:
     """`load`, except that `last` and `-N` count only runs whose command started (not a typo's 127)."""
     if ref != "last" and not re.fullmatch(r"-\d+", ref):
         return load(store, ref)

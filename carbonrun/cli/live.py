@@ -7,7 +7,7 @@ cursor save and restore, in one write() so the tty applies it whole.
 from __future__ import annotations
 
 import os
-from typing import IO, Dict, List, Optional
+from typing import IO, Any, Dict, List, Optional
 
 from carbonrun.report import text as tx, units
 from carbonrun.cli.render import color_enabled
@@ -43,7 +43,7 @@ class LiveTable:
         except OSError:
             pass
 
-    def start(self, session) -> None:
+    def start(self, session: Any) -> None:
         self.rows = len({(m.component, m.device) for m in session.meters}) + 3
         self._setup()
         self._started = True
@@ -59,7 +59,7 @@ class LiveTable:
         # Make room, then confine scrolling to the rows above the table.
         self._write("\n" * h + f"{ESC}[{h}A{ESC}7{ESC}[1;{lines - h}r{ESC}8")
 
-    def draw(self, session) -> None:
+    def draw(self, session: Any) -> None:
         if not self._started:
             return
         if self._size() != self.size:
@@ -76,7 +76,7 @@ class LiveTable:
         parts.append(f"{ESC}8")
         self._write("".join(parts))
 
-    def _lines(self, session, cols: int) -> List[str]:
+    def _lines(self, session: Any, cols: int) -> List[str]:
         """Title rule, header and one row per meter, fitted to `cols`: columns go before figures are cut."""
         acct = session.acct
         t = session.elapsed

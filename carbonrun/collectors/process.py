@@ -8,8 +8,7 @@ reaped. Orphans reaped by carbonrun (a child subreaper) are added by the session
 from __future__ import annotations
 
 import os
-import time
-from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, FrozenSet, List, NamedTuple, Optional, Tuple
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -42,18 +41,16 @@ class JobCgroup:
     """A cgroup v2 of the job's own: the whole tree's CPU time in one read, however many processes.
 
     As `systemd-run --scope` does, the job gets a cgroup with no controllers and so no limits: the
-    only thing the command can observe is the path in /proc/self/cgroup. carbonrun moves itself into
-    the new cgroup just before the spawn (so the child and everything it forks is born there, with no
-    race against an early fork) and stays there until the end, its own CPU time subtracted: a move
-    waits on the kernel (about 4 ms on a VM), and one fewer before the command is start-up saved. Where
-    cgroup v2 is not mounted or not writable (most non-root users, read-only containers),
-    `create` returns None and the /proc walk serves alone. CARBONRUN_CGROUP=off turns it off.
+    only thing the command can observe is the path in /proc/self/cgroup. It is made only for a tree
+    big enough for the /proc walk to cost (ProcessTree's `cgroup_from`): the first move into a
+    cgroup waits on the kernel (about 10 ms on a VM), which a short job should not pay. Where
+    cgroup v2 is not mounted or not writable (most non-root users, read-only containers), `create`
+    returns None and the /proc walk serves alone. CARBONRUN_CGROUP=off turns it off.
     """
 
     def __init__(self, path: str, home: str) -> None:
         self.path, self.home = path, home
         self._fd = os.open(f"{path}/cpu.stat", os.O_RDONLY | os.O_CLOEXEC)
-        self._t0: Optional[float] = None  # carbonrun's own CPU clock when it moved in
 
     @classmethod
     def create(cls, proc_root: str = "/proc") -> Optional["JobCgroup"]:
@@ -75,47 +72,28 @@ class JobCgroup:
             _rmdir(path)
             return None
 
-    def enter(self) -> bool:
-        """Move carbonrun in, so the child is born here; False (and nothing moved) when refused."""
-        self._t0 = time.process_time()
-        return _move(os.getpid(), self.path)
+    def adopt(self, pids: Iterable[int]) -> bool:
+        """Move these processes in (their children are born here from then on); False if refused."""
+        moved = [_move(pid, self.path) for pid in pids]
+        return any(moved)
 
     def cpu_s(self) -> float:
-        """The job's CPU seconds: every process ever in the cgroup, exited ones included, less carbonrun's."""
-        usage = int(os.pread(self._fd, 64, 0).split(None, 2)[1]) / 1e6
-        own = time.process_time() - self._t0 if self._t0 is not None else 0.0
-        return max(0.0, usage - own)
+        """CPU seconds of every process since it came in, exited ones included."""
+        return int(os.pread(self._fd, 64, 0).split(None, 2)[1]) / 1e6
 
     def pids(self) -> List[int]:
-        """The job's processes now (carbonrun itself is in the cgroup too, and is left out)."""
-        me = os.getpid()
         try:
             with open(f"{self.path}/cgroup.procs", "rb") as f:
-                return [pid for pid in map(int, f.read().split()) if pid != me]
+                return [int(x) for x in f.read().split()]
         except (OSError, ValueError):
             return []
 
     def close(self) -> None:
-        """carbonrun and any process still here (a daemon the job left) go back home; the cgroup goes."""
+        """Hand any process still here (a daemon the job left) back home, then remove the cgroup."""
         os.close(self._fd)
-        for pid in [os.getpid(), *self.pids()]:
+        for pid in self.pids():
             _move(pid, self.home)
         _rmdir(self.path)
-
-
-def spawn_in_cgroup(spawn: Callable[[], int], proc_root: str = "/proc") -> Tuple[int, Optional[JobCgroup]]:
-    """Run `spawn` with carbonrun inside a new job cgroup, so the child is born in it (None: no cgroup)."""
-    cg = JobCgroup.create(proc_root)
-    if cg is not None and not cg.enter():
-        cg.close()
-        cg = None
-    try:
-        pid = spawn()
-    except BaseException:
-        if cg is not None:
-            cg.close()
-        raise
-    return pid, cg
 
 
 def _cgroup2_mount(proc_root: str) -> str:
@@ -172,12 +150,18 @@ class ProcessTree:
     fails, and its time is already in its parent's cutime). New children are looked for every
     `discover_every` samples: a child that lives less than that is still counted, through its
     parent's cutime once reaped, and a longer-lived one is found with all its time so far.
+
+    With `use_cgroup`, a tree that reaches `cgroup_from` processes moves into a JobCgroup: from then
+    on its CPU time is one read of cpu.stat (added to what the walk had counted), so the cost stays
+    flat however large the tree grows; RSS and PIDs are then gathered every `discover_every` samples.
     """
 
     def __init__(self, root_pid: int, proc_root: str = "/proc", discover_every: int = 5,
-                 orphans_of: Optional[int] = None, cgroup: Optional[JobCgroup] = None) -> None:
+                 orphans_of: Optional[int] = None, use_cgroup: bool = False, cgroup_from: int = 16) -> None:
         self.root_pid = root_pid
-        self.cgroup = cgroup  # when set: CPU from its cpu.stat each sample, the /proc walk only for RSS
+        self.cgroup: Optional[JobCgroup] = None  # once the tree moved into one
+        self._cgroup_from = cgroup_from if use_cgroup else 0
+        self._cpu_before_cgroup = 0.0
         self.orphans_of = orphans_of  # the subreaper (carbonrun): its other children are the job's orphans
         self.proc = proc_root
         self._children_files = os.path.exists(f"{proc_root}/{root_pid}/task/{root_pid}/children")
@@ -220,7 +204,25 @@ class ProcessTree:
             self._threads[pid] = threads
         self._job_cpu = max(self._job_cpu, total + self._reaped_extra)
         self.peak_rss = max(self.peak_rss, rss)
-        return TreeSample(self._job_cpu, self._busy.read() - self.busy0, rss, frozenset(self._fds))
+        self._rss, self._pids = rss, frozenset(self._fds)
+        if self._cgroup_from and len(self._fds) >= self._cgroup_from:
+            self._move_to_cgroup()
+        return TreeSample(self._job_cpu, self._busy.read() - self.busy0, rss, self._pids)
+
+    def _move_to_cgroup(self) -> None:
+        """Move the tree into a job cgroup (once); its CPU so far stays counted from the walk."""
+        self._cgroup_from = 0  # one try, whatever happens
+        cg = JobCgroup.create(self.proc)
+        if cg is None:
+            return
+        if not cg.adopt(self._walk()):
+            cg.close()
+            return
+        cg.adopt(self._walk())  # children forked while their parents moved
+        self._cpu_before_cgroup = self._job_cpu
+        self.cgroup = cg
+        for pid in list(self._fds):
+            self._forget(pid)
 
     def _sample_cgroup(self) -> TreeSample:
         """CPU from one read; RSS and PIDs (slower to gather) only every `discover_every` samples."""
@@ -228,7 +230,7 @@ class ProcessTree:
         if self._count % self._every == 0:
             self._rss = self._rss_of(self.cgroup.pids())
         self._count += 1
-        self._job_cpu = max(self._job_cpu, self.cgroup.cpu_s())
+        self._job_cpu = max(self._job_cpu, self._cpu_before_cgroup + self.cgroup.cpu_s())
         return TreeSample(self._job_cpu, self._busy.read() - self.busy0, self._rss, self._pids)
 
     def _rss_of(self, pids: List[int]) -> int:

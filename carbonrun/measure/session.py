@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from carbonrun.accounting.energy import Accountant
 from carbonrun.collectors.base import ATTRIBUTION_STEP_S, Meter
-from carbonrun.collectors.process import ProcessTree, spawn_in_cgroup
+from carbonrun.collectors.process import ProcessTree
 from carbonrun.measure.loop import Hook, Loop, Outcome
 from carbonrun.measure.spawn import (SI_KERNEL, SI_USER, TERMINATING, LaunchError, Waiter, block_signals, caller,
                                      spawn)
@@ -111,13 +111,10 @@ class Session(Loop):
             self._stop_measuring("the opening reads", e)
         self._guard_hooks()
         block_signals()
-        # A job cgroup where allowed: the tree's CPU in one read (collectors/process.py:JobCgroup)
-        self.pid, cgroup = spawn_in_cgroup(lambda: spawn(argv, env), self.proc_root)
-        try:
-            self.tree = ProcessTree(self.pid, self.proc_root, orphans_of=os.getpid(), cgroup=cgroup)
+        self.pid = spawn(argv, env)
+        try:  # a large tree moves into a job cgroup (collectors/process.py:JobCgroup): a flat cost
+            self.tree = ProcessTree(self.pid, self.proc_root, orphans_of=os.getpid(), use_cgroup=True)
         except Exception as e:
-            if cgroup is not None:
-                cgroup.close()
             self._stop_measuring("the process tree", e)
         if self.on_spawn is not None:
             self.on_spawn(self)

@@ -6,7 +6,7 @@ and the Markdown always agree.
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from carbonrun.report import text as tx, units
 from carbonrun.units import counted_j, kwh
@@ -60,6 +60,7 @@ def cells(m: dict, a: dict, b: dict) -> Tuple[str, str]:
     unit, va, vb = m["unit"], m["a"], m["b"]
     da, db = _digits(a, m["name"]), _digits(b, m["name"])
     known = [v for v in (va, vb) if v is not None]
+    fmt: Callable[[float, int], str]
     if unit == "kWh":
         u = units.energy_unit(known, min(da, db))[0]
         fmt = lambda v, d: units.energy(v, d, u)  # noqa: E731

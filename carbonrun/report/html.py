@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 from carbonrun.report import statement as st, units
 from carbonrun.report.statement import is_epa, region_name, scc_label
@@ -111,7 +111,8 @@ def time_unit(span: float) -> Tuple[float, str]:
     return (3600.0, "h") if span > 7200 else (60.0, "min") if span > 120 else (1.0, "s")
 
 
-def _step_path(t: Sequence[float], w: Sequence[float], sx, sy) -> str:
+def _step_path(t: Sequence[float], w: Sequence[float], sx: Callable[[float], float],
+               sy: Callable[[float], float]) -> str:
     """Average power per bucket drawn as steps: each bucket is flat from its start to its end."""
     parts: List[str] = []
     prev = 0.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from math import floor, isfinite, log10
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 from carbonrun import units as core_units
 from carbonrun.units import J_PER_KWH as J_PER_KWH  # re-exported: reports convert with it
@@ -121,7 +121,8 @@ def watts(w: float, digits: int = 3) -> str:
     return f"{sig(w, digits)} W" if abs(w) >= 0.01 or w == 0 else "0 W"
 
 
-def span(fmt, mid: float, low: Optional[float], high: Optional[float], digits: int, suffix: str = "") -> str:
+def span(fmt: Callable[..., str], mid: float, low: Optional[float], high: Optional[float], digits: int,
+         suffix: str = "") -> str:
     """"~0.11 Wh CO2eq (0.055 to 0.17 Wh)" for an estimate, "0.1103 Wh" for an exact figure.
 
     `fmt(value, digits, unit)` is energy or mass; the range shares the middle figure's unit, and
@@ -133,7 +134,7 @@ def span(fmt, mid: float, low: Optional[float], high: Optional[float], digits: i
     return f"{ESTIMATE}{text}{suffix} ({between(fmt, low, high, digits, text.rsplit(' ', 1)[-1])})"
 
 
-def between(fmt, low: float, high: float, digits: int, unit: Optional[str] = None) -> str:
+def between(fmt: Callable[..., str], low: float, high: float, digits: int, unit: Optional[str] = None) -> str:
     """"0.055 to 0.17 Wh": both ends in one unit (the high end's, unless given)."""
     unit = unit or fmt(high, digits).rsplit(" ", 1)[-1]
     return f"{fmt(low, digits, unit).rsplit(' ', 1)[0]} to {fmt(high, digits, unit)}"
