@@ -40,6 +40,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 Row = Dict[str, Any]  # one SPECpower result
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from carbonrun.collectors.power_model import normalise  # noqa: E402  (one normalisation for fit and run)
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "specpower_servers.csv"
 DEFAULT_OUT = REPO / "carbonrun" / "data" / "power_model.json"
 LEVELS = list(range(0, 101, 10))
@@ -77,13 +79,6 @@ def vendor(name: str) -> str:
     """First word of a system or DMI vendor name: 'Hewlett-Packard ProLiant' -> 'hewlett'."""
     words = re.findall("[a-z]+", name.lower())
     return VENDOR_ALIASES.get(words[0], words[0]) if words else ""
-
-
-def normalise(model: str) -> str:
-    """No case, trademarks or punctuation: 'Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz' -> 'intel xeon gold 6148'."""
-    text = re.sub(r"\((r|tm)\)", " ", model.lower())
-    text = re.sub(r"\b(cpu|processor)\b|@.*$|\d+(\.\d+)? ?ghz", " ", text)
-    return " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
 
 
 def architecture(model: str) -> str:
