@@ -56,7 +56,7 @@ def test_same_methods_as_the_sqlite_store(pg_url, tmp_path):
     assert list(st.get("last").keys())[:4] == ["schema", "id", "uuid", "command"]  # the record's own order
     with pytest.raises(KeyError):
         st.get("999999")
-    assert st.prune_ids(keep=2) == [a["id"]] and st.prune(keep=2) == 1
+    assert st.prune_ids(keep=2) == [a["id"]] and st.delete(st.prune_ids(keep=2)) == 1
     assert st.delete([b["id"], 424242]) == 1 and st.ids() == [str(c["id"])]
 
 

@@ -239,8 +239,8 @@ def test_prune_keep_and_age_each_protect_runs(tmp_path):
     assert st.prune_ids(keep=3, now=now) == list(range(1, 8))
     assert st.prune_ids(older_than_days=5.5, now=now) == [1, 2, 3, 4]
     assert st.prune_ids(keep=8, older_than_days=5.5, now=now) == [1, 2]  # both must allow it
-    assert st.prune(keep=3) == 7 and st.count() == 3
-    assert st.prune(keep=3) == 0
+    assert st.delete(st.prune_ids(keep=3)) == 7 and st.count() == 3
+    assert st.delete(st.prune_ids(keep=3)) == 0
     with pytest.raises(ValueError):
         st.prune_ids()
 
@@ -250,7 +250,7 @@ def test_prune_never_removes_a_run_being_measured(tmp_path):
     fill(st, 3)
     st.begin(minimal_record(4, status="running"), 1_600_000_000.0)  # oldest, owned by this live process
     assert 4 not in st.prune_ids(keep=0)
-    assert st.prune(keep=0) == 3 and st.get("last")["status"] == "running"
+    assert st.delete(st.prune_ids(keep=0)) == 3 and st.get("last")["status"] == "running"
 
 
 # -- queries ---------------------------------------------------------------------------------------------

@@ -281,9 +281,6 @@ class Store(ABC):
                   now: Optional[float] = None) -> List[int]:
         """Ids beyond the newest `keep` AND older than the age given; a run still measured is never chosen."""
 
-    def prune(self, keep: Optional[int] = None, older_than_days: Optional[float] = None) -> int:
-        """Remove old runs (see prune_ids); returns how many were removed."""
-        return self.delete(self.prune_ids(keep, older_than_days))
 
 
 Row = Sequence[Any]
