@@ -1,8 +1,9 @@
 """CodeCarbon as a peer for `benchmarks/run.py --peers`: a throwaway venv and a tiny wrapper.
 
 The wrapper starts CodeCarbon's OfflineEmissionsTracker, runs the command with subprocess, stops the
-tracker and writes what it measured (and the monotonic times of start() and stop(), so the benchmark
-can ask the fake powercap tree for the truth over exactly that window) to $BENCH_CC_OUT.
+tracker and writes what it measured to $BENCH_CC_OUT, with the monotonic times around start() and stop():
+the benchmark asks the fake powercap tree for the truth over the command's own run (from start()'s
+return to the call of stop(), the window carbonrun's figure covers) and over the tracker's whole life.
 
 CodeCarbon has no option for the powercap root: `codecarbon.core.cpu.is_rapl_available()` and
 `codecarbon.external.hardware.CPU` default to /sys/class/powercap/intel-rapl/subsystem, and the
@@ -39,14 +40,17 @@ if os.environ.get("BENCH_CC_SECS"):
 tracker = OfflineEmissionsTracker(**kwargs)
 t_start = time.monotonic()
 tracker.start()
+t_started = time.monotonic()
 code = subprocess.call(sys.argv[1:])
+t_stopping = time.monotonic()
 tracker.stop()
 t_stop = time.monotonic()
 d = tracker.final_emissions_data
 out = os.environ.get("BENCH_CC_OUT")
 if out:
     with open(out, "w") as f:
-        json.dump({"t_start": t_start, "t_stop": t_stop, "duration_s": d.duration,
+        json.dump({"t_start": t_start, "t_stop": t_stop, "t_started": t_started, "t_stopping": t_stopping,
+                   "duration_s": d.duration,
                    "cpu_j": d.cpu_energy * 3.6e6, "cpu_w": d.cpu_power, "ram_j": d.ram_energy * 3.6e6}, f)
 sys.exit(code)
 '''
