@@ -89,9 +89,11 @@ def test_a_disk_that_fills_during_the_run_keeps_the_exit_code(cli):
 
 @needs_namespaces
 def test_nowhere_to_keep_the_record_keeps_it_in_the_summary(cli):
-    # /tmp read-only and empty (the store, the working directory and /tmp all refuse a file)
-    p = in_namespace(cli, "mount -t tmpfs -o ro tmpfs /tmp; cd /tmp", "--quiet", "--", "sh", "-c", "exit 9",
-                     cwd="/")
+    # /tmp and the home read-only, contents still there (the venv may live under /tmp, as in a CI clone):
+    # the store, the data and state directories, $TMPDIR and /tmp all refuse a file
+    ro = 'mount --bind "{0}" "{0}"; mount -o remount,bind,ro "{0}"'
+    setup = "; ".join([ro.format("/tmp"), ro.format("$HOME"), 'cd "$HOME"'])
+    p = in_namespace(cli, setup, "--quiet", "--", "sh", "-c", "exit 9", cwd="/")
     assert p.returncode == 9, p.stderr.decode()
     assert b"only in this summary" in p.stderr and b"Traceback" not in p.stderr
 
