@@ -140,15 +140,26 @@ class MemoryEstimate(Meter):
         return self.watts * (t - self._t0) if self._t0 is not None and self._t0 <= t else None
 
 
+def _cpuinfo(proc_root: str) -> List[str]:
+    """The lines of cpuinfo (empty when unreadable). A run's start asks it several questions (model,
+    hypervisor flag, packages) and on a large server it is hundreds of kilobytes: read it once."""
+    key = os.path.join(proc_root, "cpuinfo")
+    if key not in _CPUINFO:
+        try:
+            with open(key) as f:
+                _CPUINFO[key] = f.read().splitlines()
+        except OSError:
+            return []
+    return _CPUINFO[key]
+
+
+_CPUINFO: Dict[str, List[str]] = {}
+
+
 def is_virtualised(proc_root: str = "/proc", sys_root: str = "/sys") -> bool:
     """The CPU's hypervisor flag, or a DMI vendor that names a hypervisor or cloud."""
-    try:
-        with open(f"{proc_root}/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags") and " hypervisor" in line:
-                    return True
-    except OSError:
-        pass
+    if any(line.startswith("flags") and " hypervisor" in line for line in _cpuinfo(proc_root)):
+        return True
     for name in ("sys_vendor", "product_name"):
         try:
             with open(f"{sys_root}/class/dmi/id/{name}") as f:
@@ -160,13 +171,9 @@ def is_virtualised(proc_root: str = "/proc", sys_root: str = "/sys") -> bool:
 
 
 def cpu_model(proc_root: str = "/proc") -> str:
-    try:
-        with open(f"{proc_root}/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") or line.startswith("Model"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo(proc_root):
+        if line.startswith("model name") or line.startswith("Model"):
+            return line.split(":", 1)[1].strip()
     return "unknown"
 
 
@@ -200,14 +207,7 @@ def lookup_tdp(model: str) -> Optional[Tuple[str, float]]:
 
 def chips(proc_root: str = "/proc") -> int:
     """CPU packages: distinct `physical id`s in cpuinfo (1 when it does not say)."""
-    ids = set()
-    try:
-        with open(f"{proc_root}/cpuinfo") as f:
-            for line in f:
-                if line.startswith("physical id"):
-                    ids.add(line.split(":", 1)[1].strip())
-    except OSError:
-        pass
+    ids = {line.split(":", 1)[1].strip() for line in _cpuinfo(proc_root) if line.startswith("physical id")}
     return max(1, len(ids))
 
 
