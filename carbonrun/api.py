@@ -32,7 +32,6 @@ from carbonrun.settings import SPECS
 
 if TYPE_CHECKING:
     from carbonrun.measure.engine import Prepared
-    from carbonrun.measure.loop import Block
     from carbonrun.record import RunRecord
 
 F = TypeVar("F", bound=Callable[..., Any])

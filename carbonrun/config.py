@@ -105,14 +105,17 @@ def _untrusted(project: Layer, user_table: Mapping[str, Any], env: Mapping[str, 
     if TRUST_KEY in table:
         del table[TRUST_KEY]
         dropped.append("trusted-projects")
+    def local(value: str) -> bool:
+        return _inside(directory, os.path.join(cwd, os.path.expanduser(value)))
+
     if not trusted(directory, user_table, env):
         for name in DESTINATIONS:  # a local store is the project's choice while it stays inside the project
-            if name in table and (name != "store" or is_url(str(table[name])) or not (is_none(str(table[name])) or
-                                  _inside(directory, os.path.join(cwd, os.path.expanduser(str(table[name])))))):
+            value = str(table.get(name))
+            if name in table and (name != "store" or is_url(value) or not (is_none(value) or local(value))):
                 del table[name]
                 dropped.append(name.replace("_", "-"))
         for name in OUTPUTS:  # files written: inside the project, so a clone cannot overwrite ~/.bashrc
-            if name in table and not _inside(directory, os.path.join(cwd, os.path.expanduser(str(table[name])))):
+            if name in table and not local(str(table[name])):
                 del table[name]
                 dropped.append(name.replace("_", "-"))
         for provider, options in (table.get("providers") or {}).items():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import grp
 import os
-import platform
 import pwd
 import stat
 import sys
@@ -102,7 +101,7 @@ def _rapl_fix(state: str, blocked: bool) -> Optional[Dict[str, Any]]:
                  "energy_uj must also be readable on the host, so apply the permission fix there")
     base = {"in_container": in_container(), "container": container}
     if state == "not-linux":
-        return {**base, "why": f"RAPL is read through Linux powercap; this is {platform.system()}: "
+        return {**base, "why": f"RAPL is read through Linux powercap; this is {os.uname().sysname}: "
                                "only estimates are possible", "commands": [], "group": None}
     if state in ("absent", "no-zones"):
         return {**base, "why": "load the RAPL driver (on the host, for a container)",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
-from carbonrun.units import counted_j
+from carbonrun.units import counted_components, counted_j
 from carbonrun.files import write_atomic
 from carbonrun.measure.launcher import hostname
 from carbonrun.redact import redact
@@ -77,7 +77,7 @@ def render(record: RunRecord) -> str:
     base = base_labels(record)
     attribution = record.get("attribution")
     energy = [({**base, "component": c["component"], "device": str(c["device"]), "source": c["source"]},
-               counted_j(c, attribution)) for c in record.get("components", []) if c.get("counted", True)]
+               counted_j(c, attribution)) for c in counted_components(record)]
     ci = record.get("intensity") or {}
     out = [
         # gauges: each is the last run's figure, replaced by the next run, not a running total

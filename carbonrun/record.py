@@ -178,13 +178,9 @@ def new_record(command: Sequence[str], tags: Dict[str, str], host: Host, attribu
         "social_cost_usd": {},
         "timeline": {"t": [], "watts": {}},
         "notes": [],
-        "carbonrun_version": _version(),
+        "carbonrun_version": __version__,
         "pid": os.getpid(),
     }
-
-
-def _version() -> str:
-    return __version__
 
 
 def fill(record: RunRecord, loop: Loop, intensity: Intensity, scc: Optional[Tuple[float, float, float]],
@@ -205,6 +201,8 @@ def fill(record: RunRecord, loop: Loop, intensity: Intensity, scc: Optional[Tupl
     applied = acct.mean_intensity()
     if applied is not None and intensity.time_varying:
         record["intensity"]["g_per_kwh"] = round(applied, 2)
+        if "series" in record["intensity"]:
+            record["intensity"]["series"]["g_per_kwh_is"] = "energy-weighted mean over the run"
     record["emissions"] = {"kg": acct.kg, "low_kg": acct.kg_low, "high_kg": acct.kg_high}
     record["social_cost_usd"] = social_cost(acct.kg, scc) if scc else social_cost(acct.kg)
     record["timeline"] = acct.timeline.to_record()

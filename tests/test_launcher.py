@@ -207,7 +207,7 @@ def test_a_take_over_without_readings_left_is_a_noted_gap(tmp_path):
     pointer = launcher.elect(lock, "uuid-pointer")
     meter.release()  # killed, in effect: no positions left beside the lock
     cpu = SetMeter("cpu")
-    loop = Loop([cpu], Accountant([cpu], lambda wall: 100.0, 1.0, "process"), 0.1)
+    loop = Loop([cpu], Accountant([cpu], lambda t0, t1: 100.0, 1.0, "process"), 0.1)
     loop.begin()
     record = {"job": {"node": "n0", "role": "pointer", "metered_by": "uuid-meter"}, "uuid": "uuid-pointer"}
     assert launcher.take_over(pointer, loop, record)

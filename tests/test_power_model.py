@@ -234,8 +234,8 @@ def test_a_step_in_intensity_is_integrated_exactly_within_each_attribution_step(
     series = Intensity(100.0, None, "file", "test", time_varying=True,
                        series=StepSeries([(t0 - 60, 100.0), (t0 + 3.1, 500.0)], end=t0 + 60))
     meter = SetMeter("cpu")
-    acct = Accountant([meter], series.at, pue=1.0, attribution="machine")
-    at_end = Accountant([meter], lambda wall: series.at(wall), pue=1.0, attribution="machine")  # a plain callable
+    acct = Accountant([meter], series.mean, pue=1.0, attribution="machine")
+    at_end = Accountant([meter], lambda t0, t1: series.at(t1), pue=1.0, attribution="machine")  # the end value
     for a in (acct, at_end):
         a.baseline([0.0])
     watts, step, t = 1000.0, 0.2, 0.0

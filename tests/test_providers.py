@@ -280,8 +280,8 @@ def test_refresh_runs_in_background_and_integrates_new_values(server):
     result.wait(5)
     assert len(server.requests) == 2
     assert result.at(HALF + 100) == 200.0 and result.at(HALF + 1900) == 300.0
-    kg = result.emissions_kg(HALF + 1700, HALF + 1900, 1.0)  # straddles the half-hour boundary
-    assert kg == pytest.approx((200 * 100 + 300 * 100) / 200 / 1000)
+    g = result.mean(HALF + 1700, HALF + 1900)  # straddles the half-hour boundary
+    assert g == pytest.approx((200 * 100 + 300 * 100) / 200)
 
 
 def test_refresh_failure_keeps_last_value_with_one_note(server):

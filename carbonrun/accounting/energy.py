@@ -79,10 +79,10 @@ class Attributor:
 class Accountant:
     """Turns meter readings and the job's share into energy and emissions, one step at a time."""
 
-    def __init__(self, meters: Sequence[Meter], intensity_at: Callable[[float], float], pue: float,
+    def __init__(self, meters: Sequence[Meter], intensity_over: Callable[[float, float], float], pue: float,
                  attribution: str, max_points: int = 2000) -> None:
         self.meters = list(meters)
-        self.intensity_at = intensity_at
+        self.intensity_over = intensity_over  # g/kWh averaged over [t0, t1] (unix times): Intensity.mean
         self.pue = pue
         self.attribution = attribution
         self._job_counts = counts_job(attribution)
@@ -126,9 +126,7 @@ class Accountant:
             self.timeline.add(t, dt, by_component)
         if counted > 0:
             kwh = counted * self.pue / J_PER_KWH
-            # an Intensity's `at`: its exact mean over the step (power constant within it), not the end value
-            exact = getattr(getattr(self.intensity_at, "__self__", None), "emissions_kg", None)
-            ci = exact(wall - max(dt, 0.0), wall, kwh) * 1000 / kwh if exact else self.intensity_at(wall)  # g/kWh
+            ci = self.intensity_over(wall - max(dt, 0.0), wall)  # the step's mean g/kWh, not its end value
             self.g_weighted += kwh * ci
             self.kg += kwh * ci / 1000
             self.kg_low += low * self.pue / J_PER_KWH * ci / 1000

@@ -78,7 +78,7 @@ def _send_spooled(spec: str, waiting: int) -> bool:
     try:
         sent, errors, others = pg.sync()
     except StoreError as e:
-        click.echo(f"carbonrun: error: {e}; {waiting} spooled run(s) stay in {pg.spool}", err=True)
+        _say(f"carbonrun: error: {e}; {waiting} spooled run(s) stay in {pg.spool}")
         return False
     finally:
         pg.close()

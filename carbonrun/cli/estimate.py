@@ -93,7 +93,8 @@ def estimate(cpu_model: Optional[str], threads: Optional[int], chips: Optional[i
     chips = chips or (1 if given else here.chips)
     if given:  # another CPU: a typical machine of its kind, not this one's threads and memory with it
         arch = power_model.architecture(model)
-        typical = power_model.load()["arch_defaults"].get(arch) or power_model.load()["arch_defaults"]["unknown"]
+        defaults = power_model.load()["arch_defaults"]
+        typical = defaults.get(arch, defaults["unknown"])
         threads = threads or max(1, round(typical["threads_per_chip"])) * chips
         memory_gb = memory_gb if memory_gb is not None else round(threads * typical["memory_gb_per_thread"], 1)
     f = _figures(model, threads or here.threads, chips,

@@ -28,7 +28,7 @@ from carbonrun.config import load_layers
 from carbonrun.store import open_store as by_spec
 from carbonrun.store.base import NoStore, StoreError, UnreadableRun
 from carbonrun.report.units import never_started
-from carbonrun.sanitize import terminal_output
+from carbonrun.sanitize import terminal, terminal_output  # stored text never drives the terminal
 from carbonrun.cli.render import color_enabled, terminal_width
 
 if TYPE_CHECKING:
@@ -159,9 +159,10 @@ EXTENSIONS = {".html": "html", ".htm": "html", ".json": "json", ".csv": "csv", "
               ".markdown": "markdown", ".tex": "latex", ".txt": "table"}
 
 
-def format_for(output: Optional[str]) -> str:
-    """The format an output file's extension names (`-o run.html`), else table."""
-    return EXTENSIONS.get(os.path.splitext(output or "")[1].lower(), "table")
+def format_for(output: Optional[str], allowed: Optional[Sequence[str]] = None) -> str:
+    """The format an output file's extension names (`-o run.html`) among `allowed`, else table."""
+    fmt = EXTENSIONS.get(os.path.splitext(output or "")[1].lower(), "table")
+    return fmt if allowed is None or fmt in allowed else "table"
 
 
 def _complete_formats(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[str]:
@@ -192,10 +193,8 @@ def report(ref: str, fmt: Optional[str], output: Optional[str], store: Optional[
                                  param_hint="--format")
     record = load(open_store(store), ref)
     color, width = _tty(output)
-    if fmt == "table":  # the full summary: provenance, usage and every note
-        emit(formatter(fmt).render(record, color=color, width=width, verbose=True), output)
-    else:
-        emit(formatter(fmt).render(record, color=color, width=width), output)
+    extra = {"verbose": True} if fmt == "table" else {}  # the table: provenance, usage and every note
+    emit(formatter(fmt).render(record, color=color, width=width, **extra), output)
     return 0
 
 
@@ -302,7 +301,7 @@ def history(tags: Tuple[str, ...], command: Optional[str], status: Optional[str]
     """List stored runs, newest first, with their energy and emissions.
 
     The records listed leave out their power timeline: `carbonrun report ID --format json` has it."""
-    fmt = fmt or (format_for(output) if format_for(output) in HISTORY_FORMATS else "table")
+    fmt = fmt or format_for(output, HISTORY_FORMATS)
     since_ts = parse_since(since) if since else None
     wanted = parse_tags(tags)
     st = open_store(store)
@@ -351,7 +350,7 @@ def _query(query: Callable[..., List[Any]], **filters: Any) -> Optional[List[Any
 @store_option
 def compare(a: str, b: str, fmt: Optional[str], output: Optional[str], store: Optional[str]) -> int:
     """Compare run B with run A: energy, kg CO2eq, duration, each component, and the ratio B/A."""
-    fmt = fmt or (format_for(output) if format_for(output) in ("json", "markdown") else "table")
+    fmt = fmt or format_for(output, ("json", "markdown"))
     st = open_store(store)
     ra, rb = load(st, a), load(st, b)
     if fmt == "json":
@@ -371,8 +370,6 @@ def one_line(argv: Sequence[str]) -> str:
 
 
 def _describe(r: dict) -> str:
-    from carbonrun.sanitize import terminal  # stored text never drives the terminal
-
     cmd = terminal(one_line(r.get("command", [])))
     return f"run #{r['id']} ({r.get('status')}, {(r.get('started_at') or '')[:16].replace('T', ' ')}: " \
            f"{cmd[:60]}{'...' if len(cmd) > 60 else ''})"

@@ -255,7 +255,7 @@ def _pairs(o: GateOptions, base_argv: List[str], base_cwd: Optional[str], source
                              len(plan.looks) > 1)
     last = log.base[-1]
     baseline = stats.Baseline(metric, b_samples, stats.fingerprint(last["host"]), stats.meter_set(last["components"]),
-                              stats.settings_of(last), list(base_argv), _version(), _now(),
+                              stats.settings_of(last), list(base_argv), __version__, _now(),
                               [r["uuid"] for r in log.base], source)
     info = Paired(source, list(base_argv), log.order, seed, plan, choice, d, log.looks,
                   ref[0] if ref else None, ref[1] if ref else None)
@@ -408,10 +408,6 @@ def _absolute_paths(st: Settings) -> Settings:
         if isinstance(v, str) and v and "://" not in v and v.strip().lower() != "none":
             values[key] = os.path.abspath(v)
     return Settings(values, dict(st.sources))
-
-
-def _version() -> str:
-    return __version__
 
 
 def _now() -> str:

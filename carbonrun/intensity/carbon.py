@@ -11,7 +11,6 @@ import bisect
 import csv
 import io
 import json
-import math
 import os
 import threading
 import time
@@ -23,14 +22,13 @@ if TYPE_CHECKING:  # the providers (and urllib) load only when a provider is con
 
 from carbonrun import timefmt
 from carbonrun.redact import redact_text
-from carbonrun.validate import G_PER_KWH, UNIX_TIME, number
+from carbonrun.validate import G_PER_KWH, SCC_USD_PER_T, UNIX_TIME, is_sane, number
 from carbonrun.intensity import providers
 from carbonrun.intensity.regions import Region, UnknownRegion, guess_from_timezone, local_timezone, lookup
 from carbonrun.config import read_limited
 
 WORLD_AVERAGE_G = 480.0  # g CO2eq/kWh, 2023 (Ember, Global Electricity Review 2024)
 DEFAULT_SCC = (120.0, 190.0, 340.0)  # US$ per tonne CO2
-SCC_MAX = 1e6  # validate.SCC_USD_PER_T: far above any published estimate, far below an overflow
 EPA_BASIS = ("US EPA (Dec 2023) social cost of carbon, 2020 dollars, emission year 2020: $120/t (2.5% discount), "
              "$190/t (2.0%, central), $340/t (1.5%)")
 CAR_G_PER_KM = 250.0  # US EPA: about 400 g CO2 per mile for an average passenger car
@@ -105,8 +103,8 @@ class Intensity:
     """The grid intensity a run is accounted with, where it came from, and why.
 
     g_per_kwh is the figure to show. For a fixed figure it is that figure. For a time series or a
-    live provider it starts as the mean of the series' points (or the current live value) and, once the
-    accountant has called emissions_kg(), becomes the energy-weighted mean over the run, so that
+    live provider it is the mean of the series' points (or the current live value); a run's record
+    shows the energy-weighted mean the accountant applied instead (record.fill), so that
     kg = total kWh x g_per_kwh / 1000 holds exactly.
     """
 
@@ -120,8 +118,6 @@ class Intensity:
     year: Optional[int] = None  # the year of an annual figure
     series: Optional[StepSeries] = field(default=None, repr=False)
     provider: Optional["Provider"] = field(default=None, repr=False)
-    _kwh: float = field(default=0.0, init=False, repr=False)
-    _grams: float = field(default=0.0, init=False, repr=False)
     _lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _thread: Optional[threading.Thread] = field(default=None, init=False, repr=False, compare=False)
     _next_refresh: float = field(default=0.0, init=False, repr=False)
@@ -139,20 +135,18 @@ class Intensity:
             self._last_used = max(self._last_used, unix_time)
             return self.series.value_at(unix_time)
 
-    def emissions_kg(self, t0: float, t1: float, kwh: float) -> float:
-        """kg CO2eq for kwh used evenly over [t0, t1]; call once per step (it accumulates)."""
+    def mean(self, t0: float, t1: float) -> float:
+        """g CO2eq/kWh averaged over [t0, t1]: exact for energy used evenly within it (an attribution
+        step), where the value at either end would charge a whole step at the wrong figure."""
         if self.series is None:
-            return kwh * self.g_per_kwh / 1000.0
+            return self.g_per_kwh
+        if t1 <= t0:
+            return self.at(t1)
         with self._lock:
             self._check_coverage(t0)
             self._check_coverage(t1)
             self._last_used = max(self._last_used, t1)
-            grams = kwh * self.series.mean_between(t0, t1)
-            self._kwh += kwh
-            self._grams += grams
-            if self._kwh > 0:
-                self.g_per_kwh = self._grams / self._kwh
-        return grams / 1000.0
+            return self.series.mean_between(t0, t1)
 
     def _check_coverage(self, t: float) -> None:
         s = self.series
@@ -195,8 +189,7 @@ class Intensity:
             self.series.add(max(arrived, self.series.starts[0]), t_to, g)
             live.update(arrived_at=arrived, arrived_after_s=round(arrived - live["asked_at"], 3))
             self.source, self.region, self.time_varying = f"provider:{provider.name}", label, True
-            self.how = (f"live value from {provider.title} for {label}: {g:.0f} g/kWh for {iso(t_from)}..{iso(t_to)},"
-                        f" refreshed every {provider.granularity_s // 60} min during the run; it arrived"
+            self.how = (f"{_live_how(provider, label, g, t_from, t_to)}; it arrived"
                         f" {arrived - live['asked_at']:.1f} s after the start, which used {before['g_per_kwh']:g}"
                         f" g/kWh ({before['source']}) until then")
             self._next_refresh = arrived
@@ -257,7 +250,7 @@ class Intensity:
                 rec["series"] = {
                     "points": len(s.values), "from": iso(s.starts[0]), "to": iso(s.end),
                     "min": min(s.values), "max": max(s.values),
-                    "g_per_kwh_is": "energy-weighted mean over the run" if self._kwh > 0 else "mean of the points",
+                    "g_per_kwh_is": "mean of the points",
                 }
         if self.provider is not None:
             rec["provider"] = {"name": self.provider.name, "granularity_s": self.provider.granularity_s}
@@ -424,13 +417,23 @@ def _scrub(text: str, options: Mapping[str, Any]) -> str:
     return redact_text(text)
 
 
-def _from_provider(name: str, options: Mapping[str, Any], region: Optional[str], now: float,
-                   cache_dir: Optional[str], timeout: float, notes: List[str]) -> Optional[Intensity]:
-    from carbonrun.intensity.providers.base import ProviderError  # only with a configured provider
-
-    opts = {"cache_dir": cache_dir, "timeout": timeout, **options}
+def provider_defaults(options: Optional[Mapping[str, Any]], region: Optional[str], cache_dir: Optional[str],
+                      timeout: float) -> Dict[str, Any]:
+    """The provider's options over the run's defaults; the run's region unless the options name one."""
+    opts = {"cache_dir": cache_dir, "timeout": timeout, **dict(options or {})}
     if region and not opts.get("region"):
         opts["region"] = region
+    return opts
+
+
+def _live_how(provider: "Provider", label: Optional[str], g: float, t_from: float, t_to: float) -> str:
+    return (f"live value from {provider.title} for {label}: {g:.0f} g/kWh for {iso(t_from)}..{iso(t_to)}, "
+            f"refreshed every {provider.granularity_s // 60} min during the run")
+
+
+def _from_provider(name: str, opts: Mapping[str, Any], now: float, notes: List[str]) -> Optional[Intensity]:
+    from carbonrun.intensity.providers.base import ProviderError  # only with a configured provider
+
     provider = providers.get_provider(name, opts)  # UnknownProvider (a usage error) propagates
     try:
         g, t_from, t_to = provider.current()
@@ -441,8 +444,7 @@ def _from_provider(name: str, options: Mapping[str, Any], region: Optional[str],
         notes.append(f"live provider {name} failed ({type(exc).__name__}), fell back")
         return None
     label = provider.label()
-    how = (f"live value from {provider.title} for {label}: {g:.0f} g/kWh for {iso(t_from)}..{iso(t_to)}, "
-           f"refreshed every {provider.granularity_s // 60} min during the run")
+    how = _live_how(provider, label, g, t_from, t_to)
     out = Intensity(g, label, f"provider:{provider.name}", how, time_varying=True, notes=notes,
                     series=StepSeries([(t_from, g)], end=t_to), provider=provider)
     out._next_refresh = now
@@ -487,10 +489,8 @@ def resolve_intensity(
         return load_intensity_file(intensity_file, region=region)
     notes: List[str] = []
     name = providers.configured(provider)
+    opts = provider_defaults(provider_options, region, cache_dir, timeout)
     if name and background:
-        opts = {"cache_dir": cache_dir, "timeout": timeout, **dict(provider_options or {})}
-        if region and not opts.get("region"):
-            opts["region"] = region
         provider_obj = providers.get_provider(name, opts)  # UnknownProvider (a usage error) propagates
         def tables(place: Optional[str]) -> Intensity:
             return resolve_intensity(intensity=None, intensity_file=None, provider=None, provider_options=None,
@@ -503,7 +503,7 @@ def resolve_intensity(
         base.go_live(provider_obj, opts, now)
         return base
     if name:
-        live = _from_provider(name, dict(provider_options or {}), region, now, cache_dir, timeout, notes)
+        live = _from_provider(name, opts, now, notes)
         if live is not None:
             return live
     if region:
@@ -581,7 +581,7 @@ def parse_scc(text: str) -> Tuple[float, float, float]:
         low, central, high = (float(p) for p in parts)
     except ValueError:
         raise ValueError(usage) from None
-    if not all(math.isfinite(x) and 0 <= x <= SCC_MAX for x in (low, central, high)) or not low <= central <= high:
+    if not all(is_sane(x, SCC_USD_PER_T) for x in (low, central, high)) or not low <= central <= high:
         raise ValueError(usage)
     return low, central, high
 

@@ -26,7 +26,7 @@ from carbonrun import paths
 from carbonrun.errors import CarbonrunError
 from carbonrun.intensity import providers
 from carbonrun.intensity.chain import provider_options
-from carbonrun.intensity.carbon import IntensityFileError, load_intensity_file
+from carbonrun.intensity.carbon import IntensityFileError, load_intensity_file, provider_defaults
 from carbonrun.settings import Settings
 from carbonrun.timefmt import format_duration, iso
 
@@ -249,9 +249,7 @@ def _from_file(path: str, now: float) -> Tuple[List[Segment], Optional[str], Lis
 def _from_provider(st: Settings, now: float, horizon_s: float) -> Tuple[List[Segment], Optional[str], List[str]]:
     from carbonrun.intensity.providers.base import ProviderError  # urllib and the providers: only now
 
-    opts: Dict[str, Any] = {"cache_dir": str(paths.cache_dir()), "timeout": 3.0, **provider_options(st)}
-    if st.region and not opts.get("region"):
-        opts["region"] = st.region
+    opts = provider_defaults(provider_options(st), st.region, str(paths.cache_dir()), 3.0)
     try:
         provider = providers.get_provider(str(st.provider), opts)
     except ValueError as e:

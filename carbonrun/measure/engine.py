@@ -123,7 +123,7 @@ def start(p: Prepared, make: Callable[[Sequence[Meter], Accountant, float, str],
     # The job section; one rank per node meters it (the node lock is held until release()).
     p.job, p.settings = launcher.claim(p.record, p.settings)
     st = p.settings
-    acct = Accountant(p.found.meters, p.intensity.at, st.pue, st.attribution)
+    acct = Accountant(p.found.meters, p.intensity.mean, st.pue, st.attribution)
     loop = make(p.found.meters, acct, st.interval, st.proc_root)
     loop.on_checkpoint = lambda lp: checkpoint(p, lp)
     if insert_now:

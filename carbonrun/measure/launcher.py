@@ -180,7 +180,7 @@ def take_over(claim: Optional[Claim], loop: Any, record: "RunRecord") -> bool:
             at = reading
         base.append(at)
     old = loop.acct
-    acct = Accountant(loop.meters, old.intensity_at, old.pue, "machine")
+    acct = Accountant(loop.meters, old.intensity_over, old.pue, "machine")
     acct.baseline(base)
     acct.step(loop.now - loop.t0, loop.wall(), loop.readings, JobView(1.0, frozenset()))
     loop.acct = acct

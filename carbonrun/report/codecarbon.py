@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
-from carbonrun.units import counted_j, kwh
+from carbonrun.units import kwh
 from carbonrun.intensity import regions
 from carbonrun.report.csvfmt import table
+from carbonrun.report.units import counted_j_by_kind
 
 COLUMNS = (
     "timestamp", "project_name", "run_id", "duration", "emissions", "emissions_rate",
@@ -28,10 +29,9 @@ _KIND = {"cpu": "cpu", "gpu": "gpu", "dram": "ram", "ram": "ram"}
 def _joules(record: dict) -> Dict[str, float]:
     """Counted joules per CodeCarbon component (cpu, gpu, ram), before PUE."""
     out = {"cpu": 0.0, "gpu": 0.0, "ram": 0.0}
-    for c in record.get("components", []):
-        kind = _KIND.get(c.get("component", ""))
-        if kind and c.get("counted", True):
-            out[kind] += counted_j(c, record.get("attribution"))
+    for component, j in counted_j_by_kind(record).items():
+        if component in _KIND:
+            out[_KIND[component]] += j
     return out
 
 

@@ -6,20 +6,11 @@ and the Markdown always agree.
 from __future__ import annotations
 
 import json
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from carbonrun.report import text as tx, units
-from carbonrun.units import counted_j, kwh
+from carbonrun.units import kwh
 from carbonrun.report.markdown import cell
-
-
-def _counted_j(record: dict) -> Dict[str, float]:
-    """Joules per component kind as the run counts them (job or machine, by attribution; psys aside)."""
-    out: Dict[str, float] = {}
-    for c in record.get("components", []):
-        if c.get("counted", True):
-            out[c["component"]] = out.get(c["component"], 0.0) + counted_j(c, record.get("attribution"))
-    return out
 
 
 def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -42,7 +33,7 @@ def metrics(a: dict, b: dict) -> List[dict]:
         row("intensity", "g CO2eq/kWh", a.get("intensity", {}).get("g_per_kwh"),
             b.get("intensity", {}).get("g_per_kwh")),
     ]
-    ca, cb = _counted_j(a), _counted_j(b)
+    ca, cb = units.counted_j_by_kind(a), units.counted_j_by_kind(b)
     for comp in sorted(set(ca) | set(cb)):
         rows.append(row(f"{comp} energy", "kWh", kwh(ca.get(comp, 0.0)), kwh(cb.get(comp, 0.0))))
     return rows

@@ -10,7 +10,7 @@ import io
 from typing import Dict, Iterable, List, Sequence
 
 from carbonrun.report import units
-from carbonrun.units import counted_j, kwh
+from carbonrun.units import kwh
 
 COMPONENTS = ("cpu", "dram", "gpu", "ram")
 COLUMNS = (
@@ -24,11 +24,7 @@ COLUMNS = (
 
 def counted_kwh(record: dict) -> Dict[str, float]:
     """kWh per component kind as the run counts it (psys and other uncounted meters aside)."""
-    out: Dict[str, float] = {}
-    for c in record.get("components", []):
-        if c.get("counted", True):
-            out[c["component"]] = out.get(c["component"], 0.0) + kwh(counted_j(c, record.get("attribution")))
-    return out
+    return {kind: kwh(j) for kind, j in units.counted_j_by_kind(record).items()}
 
 
 def row(record: dict) -> Dict[str, object]:

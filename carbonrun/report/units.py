@@ -178,6 +178,14 @@ def counted(record: dict) -> list:
     return core_units.counted_components(record)
 
 
+def counted_j_by_kind(record: dict) -> Dict[str, float]:
+    """Joules per component kind as the run counts them (job or machine, by attribution; psys aside)."""
+    out: Dict[str, float] = {}
+    for c in counted(record):
+        out[c["component"]] = out.get(c["component"], 0.0) + core_units.counted_j(c, record.get("attribution"))
+    return out
+
+
 def is_estimated(record: dict) -> bool:
     return measured_label(record) in ESTIMATED
 

@@ -25,7 +25,6 @@ def is_none(spec: Optional[str]) -> bool:
     text = str(spec).strip()
     if text.lower() == "none":
         return True
-
     return is_dev_null(text)
 
 

@@ -409,8 +409,12 @@ class SqlStore(Store):
             record = self._record(rows[0])
         except UnreadableRecord as e:
             raise UnreadableRun(f"run #{rows[0][0]} in {self.where} cannot be read ({e})") from None
+        return self._with_timeline(record, rows[0][0])
+
+    def _with_timeline(self, record: Record, run_id: int) -> Record:
+        """The record with its timeline, kept apart in the store, put back."""
         if "timeline" not in record:
-            timeline = self._timeline(rows[0][0])
+            timeline = self._timeline(run_id)
             if timeline is not None:
                 record["timeline"] = load_json(timeline)
         return record
@@ -471,10 +475,8 @@ class SqlStore(Store):
                     continue
                 if brief:
                     record.pop("timeline", None)
-                elif not summary and "timeline" not in record:
-                    timeline = self._timeline(row[0])
-                    if timeline is not None:
-                        record["timeline"] = load_json(timeline)
+                elif not summary:
+                    self._with_timeline(record, row[0])
                 out.append(record)
                 if limit and len(out) >= limit:
                     break

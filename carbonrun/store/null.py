@@ -12,9 +12,6 @@ from carbonrun.store.base import NoStore, Record, Store, Summary, writable
 if TYPE_CHECKING:
     from carbonrun.record import RunRecord
 
-NONE_SPECS = ("none", "/dev/null")
-
-
 class NullStore(Store):
     kind = "none"
     where = "store none: runs are not kept"

@@ -108,6 +108,13 @@ def _is_spool_note(note: Any) -> bool:
     return isinstance(note, str) and note.startswith("the run store ") and "until `carbonrun sync`" in note
 
 
+def _drop_spool_notes(record: Record) -> None:
+    """Remove the notes saying the run waits in the spool (it no longer does)."""
+    for key in ("notes", "base_notes"):
+        if any(_is_spool_note(n) for n in record.get(key) or []):
+            record[key] = [n for n in record[key] if not _is_spool_note(n)]
+
+
 class PgStore(SqlStore):
     """Runs in a PostgreSQL database, schema `carbonrun` (tables runs, schema_version)."""
 
@@ -259,9 +266,7 @@ class PgStore(SqlStore):
         no longer true, and goes."""
         from psycopg.types.json import Jsonb  # psycopg is optional (the postgres extra)
 
-        for key in ("notes", "base_notes"):
-            if any(_is_spool_note(n) for n in record.get(key) or []):
-                record[key] = [n for n in record[key] if not _is_spool_note(n)]
+        _drop_spool_notes(record)
         clean = storable({**record, "id": None})  # the row's id is filled in on reading
         timeline = clean.get("timeline") if keep_timeline else coarse(clean.get("timeline"))
         body = json.dumps({**clean, "timeline": None} if "timeline" in clean else clean)
@@ -294,8 +299,7 @@ class PgStore(SqlStore):
         try:
             self._spool(record)
         except OSError:
-            for key in ("base_notes", "notes"):  # it is not in the spool after all
-                record[key] = [n for n in record.get(key) or [] if not _is_spool_note(n)]
+            _drop_spool_notes(record)  # it is not in the spool after all
             return kept.keep(record, text)
         return self.spool
 

@@ -389,10 +389,9 @@ class SqliteStore(SqlStore):
             record = storable(record)
             body, timeline = _dumps(record, keep)
         cols = summary_row(record)
-        if not db.in_transaction:
-            db.execute(f"PRAGMA synchronous = {'NORMAL' if record['status'] == 'running' else 'FULL'}")
         outer = db.in_transaction
         if not outer:
+            db.execute(f"PRAGMA synchronous = {'NORMAL' if record['status'] == 'running' else 'FULL'}")
             self._wait(db, record)
             db.execute("BEGIN IMMEDIATE")
         try:
